@@ -1,0 +1,1 @@
+"""jaxdrop: structured dropout for JAX and Flax."""

@@ -1,0 +1,1 @@
+"""torchdrop: the PyTorch twin of jaxdrop."""
