@@ -25,6 +25,7 @@ from dropspec._checks import (
     check_eps,
     check_float_dtype,
     check_int_dtype,
+    check_non_negative_int,
     check_one_source,
     check_positive_int,
     check_rank,
@@ -38,11 +39,12 @@ from dropspec._geometry import (
     block_geometry,
     cover_counts,
     cover_counts_1d,
-    drop_path_keep_shape,
     dilation_padding,
+    drop_path_keep_shape,
     seed_shape,
     split_layout,
 )
+from dropspec._schedules import depth_rates
 
 __all__ = [
     "OPTIONS",
@@ -56,6 +58,7 @@ __all__ = [
     "check_eps",
     "check_float_dtype",
     "check_int_dtype",
+    "check_non_negative_int",
     "check_one_source",
     "check_positive_int",
     "check_rank",
@@ -64,6 +67,7 @@ __all__ = [
     "check_sizes",
     "cover_counts",
     "cover_counts_1d",
+    "depth_rates",
     "dilation_padding",
     "drop_path_keep_shape",
     "dtype_name",
@@ -72,7 +76,7 @@ __all__ = [
     "keep_threshold",
     "newton_step_count",
     "paper_factor",
-    "solve_exact_gamma",
     "seed_shape",
+    "solve_exact_gamma",
     "split_layout",
 ]

@@ -20,6 +20,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "normalize": ("batch", "example", "expected", "none"),
     "mode": ("row", "batch"),
     "scaling": ("inverted", "test"),
+    "rule": ("huang", "linspace"),
 }
 """The string options of the ops, and the values each one accepts."""
 
@@ -67,7 +68,9 @@ def check_rate(rate, name: str = "rate") -> float | None:
     if shape is None or dtype is None:
         raise TypeError(f"`{name}` must be {rule}, got {rate!r} ({type(rate).__name__}).")
     if _shape(shape) != ():
-        raise ValueError(f"`{name}` must be a scalar (shape ()), got an array of shape {_shape(shape)}.")
+        raise ValueError(
+            f"`{name}` must be a scalar (shape ()), got an array of shape {_shape(shape)}."
+        )
     kind = dtype_name(dtype)
     if kind not in FLOAT_DTYPES + INT_DTYPES:
         raise TypeError(f"`{name}` must have a floating-point or integer dtype, got {kind}.")
@@ -104,7 +107,9 @@ def check_choice(name: str, value) -> str:
     choices = OPTIONS[name]
     listed = ", ".join(repr(c) for c in choices)
     if not isinstance(value, str):
-        raise TypeError(f"`{name}` must be one of {listed}, got {value!r} ({type(value).__name__}).")
+        raise TypeError(
+            f"`{name}` must be one of {listed}, got {value!r} ({type(value).__name__})."
+        )
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {listed}, got {value!r}.")
     return value
@@ -119,6 +124,12 @@ def check_bool(name: str, value) -> bool:
 def check_positive_int(name: str, value) -> int:
     if not _is_int(value) or value < 1:
         raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
+    return int(value)
+
+
+def check_non_negative_int(name: str, value) -> int:
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"`{name}` must be an int >= 0, got {value!r}.")
     return int(value)
 
 
@@ -157,7 +168,11 @@ def check_rank(name: str, shape, ranks: Sequence[int], layout: str) -> None:
     """Checks ``len(shape) in ranks``; ``layout`` says what the dims are, e.g. "a batch dim"."""
     rank = len(shape)
     if rank not in ranks:
-        allowed = ", ".join(map(str, ranks[:-1])) + f" or {ranks[-1]}" if len(ranks) > 1 else str(ranks[0])
+        allowed = (
+            ", ".join(map(str, ranks[:-1])) + f" or {ranks[-1]}"
+            if len(ranks) > 1
+            else str(ranks[0])
+        )
         raise ValueError(
             f"`{name}` must have rank {allowed} ({layout}), got rank {rank} (shape {_shape(shape)})."
         )
@@ -165,7 +180,9 @@ def check_rank(name: str, shape, ranks: Sequence[int], layout: str) -> None:
 
 def check_shape(name: str, shape, expected, hint: str) -> None:
     if _shape(shape) != _shape(expected):
-        raise ValueError(f"`{name}` must have shape {_shape(expected)} ({hint}), got {_shape(shape)}.")
+        raise ValueError(
+            f"`{name}` must have shape {_shape(expected)} ({hint}), got {_shape(shape)}."
+        )
 
 
 def check_broadcastable(name: str, shape, target) -> None:

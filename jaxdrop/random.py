@@ -28,7 +28,7 @@ from jax import lax
 
 import dropspec
 
-__all__ = ["bernoulli", "bits", "uniform", "uniform_index"]
+__all__ = ["below_threshold", "bernoulli", "bits", "threshold", "uniform", "uniform_index"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KS_PARITY = np.uint32(0x1BD11BDA)
@@ -57,7 +57,9 @@ def _threefry_key_data(key):
     """The uint32 pair of a threefry key, or None when the key uses another implementation."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
-            raise ValueError(f"`key` must be a single PRNG key, got a key array of shape {key.shape}.")
+            raise ValueError(
+                f"`key` must be a single PRNG key, got a key array of shape {key.shape}."
+            )
         if str(jax.random.key_impl(key)) != "threefry2x32":
             return None
         return jax.random.key_data(key)
@@ -141,7 +143,16 @@ def bernoulli(key, p, shape) -> jax.Array:
       >>> abs(float(draws.mean()) - 0.25) < 0.01
       True
     """
-    limit, always = threshold(p)
+    return below_threshold(key, threshold(p), shape)
+
+
+def below_threshold(key, limits: tuple[jax.Array, jax.Array], shape) -> jax.Array:
+    """:func:`bernoulli` from a ``(threshold, always)`` pair made earlier by :func:`threshold`.
+
+    Ops compute the pair outside ``jit``, so that a Python-float probability is converted
+    exactly in float64 and passed in as data (no recompilation when it changes).
+    """
+    limit, always = limits
     return (bits(key, shape) < limit) | always
 
 
@@ -158,7 +169,12 @@ def _mul_high(a, b):
     b_hi, b_lo = b >> np.uint32(16), b & mask
     hi_lo, lo_hi = a_hi * b_lo, a_lo * b_hi
     middle = ((a_lo * b_lo) >> np.uint32(16)) + (hi_lo & mask) + (lo_hi & mask)
-    return a_hi * b_hi + (hi_lo >> np.uint32(16)) + (lo_hi >> np.uint32(16)) + (middle >> np.uint32(16))
+    return (
+        a_hi * b_hi
+        + (hi_lo >> np.uint32(16))
+        + (lo_hi >> np.uint32(16))
+        + (middle >> np.uint32(16))
+    )
 
 
 def uniform_index(key, shape, extent) -> jax.Array:

@@ -1,0 +1,69 @@
+"""DropPath: dropping whole examples of a residual branch (per-sample stochastic depth)."""
+
+from __future__ import annotations
+
+import jax
+
+import dropspec
+from jaxdrop import _common, random
+
+ANY_RANK = tuple(range(1, 33))
+ANY_RANK_LAYOUT = "a batch dim first"
+
+
+def drop_path(
+    x,
+    rate,
+    *,
+    key=None,
+    keep=None,
+    mode: str = "row",
+    scale_by_keep: bool = True,
+    deterministic: bool = False,
+) -> jax.Array:
+    """DropPath: zeroes whole examples (``mode="row"``) or the whole batch (``"batch"``).
+
+    Meant for the residual branch of a block, ``y = x + drop_path(f(x), rate, key=k)``: timm's
+    ``drop_path`` and torchvision's ``stochastic_depth`` (Huang et al., "Deep Networks with
+    Stochastic Depth", ECCV 2016, per-sample variant). ``rate`` is the probability of dropping
+    (timm's ``drop_prob``, torchvision's ``p``, ``1 - survival_prob``). To skip computing a
+    dropped branch altogether, use :func:`stochastic_depth`.
+
+    Args:
+      x: the branch output, shape ``(N, ...)``, any rank >= 1, any float dtype.
+      rate: drop probability in [0, 1], a Python float or a scalar array (may be traced).
+      key: a PRNG key; required unless ``keep`` is given or ``deterministic`` is True.
+      keep: bool array replacing the draw: shape ``(N,)`` for "row", ``()`` for "batch".
+      mode: "row", one draw per example (axis 0); "batch", one draw for the whole batch.
+      scale_by_keep: divide kept examples by ``1 - rate`` (inverted scaling, unbiased). With
+        ``rate == 1`` nothing is kept and nothing is divided.
+      deterministic: if True, return ``x`` unchanged.
+
+    Returns:
+      An array like ``x``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> y = drop_path(jnp.ones((4, 3)), 0.5, keep=jnp.array([True, False, True, True]))
+      >>> y[:, 0].tolist()
+      [2.0, 0.0, 2.0, 2.0]
+    """
+    x = _common.as_input(x, ANY_RANK, ANY_RANK_LAYOUT)
+    rate_value = dropspec.check_rate(rate)
+    mode = dropspec.check_choice("mode", mode)
+    scale_by_keep = dropspec.check_bool("scale_by_keep", scale_by_keep)
+    keep_shape = dropspec.drop_path_keep_shape(x.shape, mode)
+    if dropspec.check_bool("deterministic", deterministic):
+        return x
+    _common.check_source(key, "keep", keep)
+    if keep is not None:
+        keep = _common.check_keep(keep, keep_shape, f"for mode={mode!r}")
+    elif rate_value == 0.0:
+        return x
+    else:
+        _common.require_key(key, "keep")
+    keep_prob = _common.keep_probability(rate, rate_value)
+    scale = _common.inverse_keep(keep_prob) if scale_by_keep else 1.0
+    limits = random.threshold(keep_prob)
+    axes = tuple(range(len(keep_shape)))
+    return _common.drop_units(x, key, keep, limits, scale, keep_shape=keep_shape, keep_axes=axes)
