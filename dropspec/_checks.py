@@ -164,17 +164,11 @@ def check_int_dtype(name: str, dtype) -> None:
         raise TypeError(f"`{name}` must be an integer array, got dtype {kind}.")
 
 
-def check_rank(name: str, shape, ranks: Sequence[int], layout: str) -> None:
-    """Checks ``len(shape) in ranks``; ``layout`` says what the dims are, e.g. "a batch dim"."""
-    rank = len(shape)
-    if rank not in ranks:
-        allowed = (
-            ", ".join(map(str, ranks[:-1])) + f" or {ranks[-1]}"
-            if len(ranks) > 1
-            else str(ranks[0])
-        )
+def check_rank(name: str, shape, ranks: Sequence[int], rule: str) -> None:
+    """Checks ``len(shape) in ranks``; ``rule`` states the allowed ranks for the message."""
+    if len(shape) not in ranks:
         raise ValueError(
-            f"`{name}` must have rank {allowed} ({layout}), got rank {rank} (shape {_shape(shape)})."
+            f"`{name}` must have rank {rule}, got rank {len(shape)} (shape {_shape(shape)})."
         )
 
 

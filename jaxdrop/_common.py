@@ -12,15 +12,15 @@ import dropspec
 from jaxdrop import random
 
 SPATIAL_RANKS = (3, 4, 5)
-SPATIAL_LAYOUT = "a batch dim, 1 to 3 spatial dims and a channel dim"
+SPATIAL_RULE = "3, 4 or 5 (a batch dim, a channel dim and 1 to 3 spatial dims)"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def as_input(x, ranks=SPATIAL_RANKS, layout=SPATIAL_LAYOUT) -> jax.Array:
+def as_input(x, ranks=SPATIAL_RANKS, rule=SPATIAL_RULE) -> jax.Array:
     """``x`` as an array of a floating dtype and one of ``ranks``."""
     x = jnp.asarray(x)
     dropspec.check_float_dtype("x", x.dtype)
-    dropspec.check_rank("x", x.shape, ranks, layout)
+    dropspec.check_rank("x", x.shape, ranks, rule)
     return x
 
 

@@ -8,7 +8,7 @@ from jax import lax
 
 import dropspec
 from jaxdrop import _common, random
-from jaxdrop._drop_path import ANY_RANK, ANY_RANK_LAYOUT
+from jaxdrop._drop_path import ANY_RANK, ANY_RANK_RULE
 
 
 def _zeros_like_output(branch, x):
@@ -29,7 +29,7 @@ def _scaled(tree, scale, keep=True):
 def _batch_size(x) -> int:
     leaves = jax.tree.leaves(x)
     shape = jnp.shape(leaves[0]) if leaves else ()
-    dropspec.check_rank("x", shape, ANY_RANK, ANY_RANK_LAYOUT)
+    dropspec.check_rank("x", shape, ANY_RANK, ANY_RANK_RULE)
     return shape[0]
 
 

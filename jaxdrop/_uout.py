@@ -41,7 +41,7 @@ def uout(x, rate, *, key=None, noise=None, deterministic: bool = False) -> jax.A
       >>> uout(jnp.array([1.0, 2.0]), 0.5, noise=jnp.array([0.5, -0.25])).tolist()
       [1.5, 1.5]
     """
-    x = _common.as_input(x, (0, *ANY_RANK), "any shape")
+    x = _common.as_input(x, (0, *ANY_RANK), ">= 0")
     rate_value = dropspec.check_rate(rate)
     if dropspec.check_bool("deterministic", deterministic):
         return x
