@@ -101,6 +101,18 @@ def gamma_from_rate(rate: float, geometry: BlockGeometry, calibration: str) -> f
     return float(min(max(gamma, 0.0), 1.0))
 
 
+def keep_probability_map(geometry: BlockGeometry, gamma: float) -> np.ndarray:
+    """P(unit kept) at every spatial position, ``(1 - gamma) ** n(p)``, as float32.
+
+    Computed in float64 and rounded once, so every framework and every code path (eager,
+    jitted, constant-folded) gets the same values for a Python-float gamma.
+    """
+    counts = cover_counts(geometry)
+    if gamma >= 1.0:
+        return np.zeros(counts.shape, np.float32)
+    return np.exp(counts * math.log1p(-gamma)).astype(np.float32)
+
+
 def keep_threshold(p: float) -> int:
     """The integer threshold of a Bernoulli(p) draw from uint32 random bits.
 

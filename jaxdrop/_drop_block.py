@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -20,7 +19,7 @@ class _SeedProbs(NamedTuple):
 
     threshold: jax.Array  # uint32: a seed is a draw below it ...
     always: jax.Array  # bool: ... or every position, when gamma == 1.
-    log_keep: jax.Array  # float32: log(1 - gamma).
+    keep_prob: jax.Array | None  # float32 (*spatial): P(kept), for normalize="expected".
 
 
 def _geometry(shape, block_size, seed_region: str) -> dropspec.BlockGeometry:
@@ -104,12 +103,14 @@ def drop_block_gamma(
     return _gamma(rate, rate_value, geometry, dropspec.check_choice("calibration", calibration))
 
 
-def _seed_probs(gamma) -> _SeedProbs:
+def _seed_probs(gamma, geometry, normalize: str) -> _SeedProbs:
     threshold, always = random.threshold(gamma)
+    if normalize != "expected":
+        return _SeedProbs(threshold, always, None)
     if isinstance(gamma, float):
-        log_keep = math.log1p(-gamma) if gamma < 1.0 else -math.inf
-        return _SeedProbs(threshold, always, jnp.float32(log_keep))
-    return _SeedProbs(threshold, always, jnp.log1p(-gamma))
+        return _SeedProbs(threshold, always, dropspec.keep_probability_map(geometry, gamma))
+    counts = dropspec.cover_counts(geometry).astype(np.float32)
+    return _SeedProbs(threshold, always, jnp.exp(counts * jnp.log1p(-gamma)))
 
 
 def _window_any(mask, axis: int, k: int):
@@ -136,19 +137,18 @@ def _expand_seeds(seeds, geometry: dropspec.BlockGeometry):
     return dropped
 
 
-def _normalizer(keep, log_keep, geometry, normalize: str, eps: float):
+def _normalizer(keep, keep_prob, normalize: str, eps: float):
     """The factor applied to kept units (see :func:`drop_block`'s ``normalize``)."""
     if normalize == "none":
         return np.float32(1.0)
     if normalize == "expected":
-        counts = dropspec.cover_counts(geometry).astype(np.float32)
-        keep_prob = jnp.exp(counts * log_keep)
         return (1.0 / jnp.maximum(keep_prob, np.float32(eps)))[None, ..., None]
-    axes = tuple(range(keep.ndim)) if normalize == "batch" else tuple(range(1, keep.ndim))
-    # Counting in int32 is exact, and so the same in every framework and summation order.
-    kept = jnp.sum(keep, axis=axes, dtype=jnp.int32, keepdims=True)
-    units = math.prod(keep.shape[axis] for axis in axes)
-    return np.float32(units) / (kept.astype(jnp.float32) + np.float32(eps))
+    # Counting in integers is exact, and so the same in every framework and summation order.
+    kept = _common.count_true(keep)
+    if normalize == "batch":
+        return np.float32(keep.size) / (jnp.sum(kept).astype(jnp.float32) + np.float32(eps))
+    scale = np.float32(keep.size // keep.shape[0]) / (kept.astype(jnp.float32) + np.float32(eps))
+    return _common.expand_to(scale, keep.ndim, (0,))
 
 
 @functools.partial(jax.jit, static_argnames=("geometry", "seed_shape", "normalize", "eps"))
@@ -156,7 +156,7 @@ def _drop_block(x, key, seeds, probs, *, geometry, seed_shape, normalize, eps):
     if seeds is None:
         seeds = random.below_threshold(key, (probs.threshold, probs.always), seed_shape)
     keep = ~_expand_seeds(seeds, geometry)
-    scale = _normalizer(keep, probs.log_keep, geometry, normalize, eps)
+    scale = _normalizer(keep, probs.keep_prob, normalize, eps)
     return _common.masked_scale(x, keep, scale)
 
 
@@ -240,7 +240,7 @@ def drop_block(
         return x
     else:
         _common.require_key(key, "seeds")
-    probs = _seed_probs(_gamma(rate, rate_value, geometry, calibration))
+    probs = _seed_probs(_gamma(rate, rate_value, geometry, calibration), geometry, normalize)
     return _drop_block(
         x, key, seeds, probs, geometry=geometry, seed_shape=seed_shape, normalize=normalize, eps=eps
     )
