@@ -77,7 +77,7 @@ def narrow(result, wide_input, dtype) -> jax.Array:
     return result.astype(dtype)
 
 
-def _rescale(values, keep, scale, saturate: bool):
+def rescale(values, keep, scale, saturate: bool):
     """``where(keep, values * scale, 0)`` in float32, cast back to ``values``' dtype."""
     wide = widen(values)
     out = jnp.where(keep, wide * scale, 0)
@@ -100,13 +100,13 @@ def masked_scale(x, keep, scale):
       keep: bool, broadcastable to ``x``.
       scale: float32, broadcastable to ``x``.
     """
-    return _rescale(x, keep, scale, saturate=True)
+    return rescale(x, keep, scale, saturate=True)
 
 
 @masked_scale.defjvp
 def _masked_scale_jvp(primals, tangents):
     x, keep, scale = primals
-    return masked_scale(x, keep, scale), _rescale(tangents[0], keep, scale, saturate=False)
+    return masked_scale(x, keep, scale), rescale(tangents[0], keep, scale, saturate=False)
 
 
 _WORDS_PER_SUM = 64  # byte lanes of a uint32 sum of 64 words hold at most 64: no carry.

@@ -151,11 +151,52 @@ def _normalizer(keep, keep_prob, normalize: str, eps: float):
     return _common.expand_to(scale, keep.ndim, (0,))
 
 
-@functools.partial(jax.jit, static_argnames=("geometry", "seed_shape", "normalize", "eps"))
-def _drop_block(x, key, seeds, probs, *, geometry, seed_shape, normalize, eps):
+def _keep_mask(key, seeds, probs, geometry, seed_shape):
     if seeds is None:
         seeds = random.below_threshold(key, (probs.threshold, probs.always), seed_shape)
-    keep = ~_expand_seeds(seeds, geometry)
+    return ~_expand_seeds(seeds, geometry)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _recomputed(x, key, probs, geometry, seed_shape, normalize, eps):
+    """:func:`drop_block` whose backward pass redraws the mask from ``key`` instead of
+    keeping it: nothing the size of ``x`` survives to the backward pass."""
+    return _recomputed_forward(x, key, probs, geometry, seed_shape, normalize, eps)[0]
+
+
+def _recomputed_forward(x, key, probs, geometry, seed_shape, normalize, eps):
+    keep = _keep_mask(key, None, probs, geometry, seed_shape)
+    scale = _normalizer(keep, probs.keep_prob, normalize, eps)
+    return _common.masked_scale(x, keep, scale), (key, probs, scale)
+
+
+def _recomputed_backward(geometry, seed_shape, normalize, eps, residuals, cotangent):
+    key, probs, scale = residuals
+
+    def redraw_and_rescale(cotangent):
+        keep = _keep_mask(key, None, probs, geometry, seed_shape)
+        return _common.rescale(cotangent, keep, scale, saturate=False)
+
+    # XLA would merge the redraw with the forward's identical one, or hoist it to the start
+    # of the program, and keep the mask alive after all (an optimization barrier does not
+    # stop it on CPU). A branch whose predicate reads the cotangent cannot run before the
+    # cotangent exists; both branches are the same, so the predicate's value is irrelevant.
+    arrived = cotangent.reshape(-1)[0] == cotangent.reshape(-1)[0]
+    grad = lax.cond(arrived, redraw_and_rescale, redraw_and_rescale, cotangent)
+    no_tangent = jax.tree.map(lambda leaf: np.zeros(leaf.shape, jax.dtypes.float0), (key, probs))
+    return (grad, *no_tangent)
+
+
+_recomputed.defvjp(_recomputed_forward, _recomputed_backward)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("geometry", "seed_shape", "normalize", "eps", "recompute_mask")
+)
+def _drop_block(x, key, seeds, probs, *, geometry, seed_shape, normalize, eps, recompute_mask):
+    if recompute_mask and seeds is None:
+        return _recomputed(x, key, probs, geometry, seed_shape, normalize, eps)
+    keep = _keep_mask(key, seeds, probs, geometry, seed_shape)
     scale = _normalizer(keep, probs.keep_prob, normalize, eps)
     return _common.masked_scale(x, keep, scale)
 
@@ -173,6 +214,7 @@ def drop_block(
     calibration: str = "paper",
     normalize: str = "batch",
     eps: float = 1e-6,
+    recompute_mask: bool = False,
 ) -> jax.Array:
     """DropBlock: zeroes contiguous blocks of a feature map and rescales the rest.
 
@@ -208,6 +250,10 @@ def drop_block(
         (floored at ``eps``), exactly unbiased, with no reduction. "none": not at all.
       eps: added to the count of kept units ("batch", "example"); the floor of the keep
         probability ("expected"). torchvision uses 1e-6, timm 1e-7.
+      recompute_mask: JAX only. Redraw the mask from ``key`` in the backward pass instead of
+        keeping it (a custom VJP): saves one byte per unit of activation memory per layer,
+        at the cost of drawing and expanding the seeds twice. Forward-mode differentiation
+        (``jax.jvp``) is not available with it. Ignored when ``seeds`` are given.
 
     Returns:
       An array like ``x``. Masks and scales are computed in float32 whatever ``x``'s dtype; a
@@ -227,6 +273,7 @@ def drop_block(
     normalize = dropspec.check_choice("normalize", normalize)
     share_channels = dropspec.check_bool("share_channels", share_channels)
     eps = dropspec.check_eps(eps)
+    recompute_mask = dropspec.check_bool("recompute_mask", recompute_mask)
     geometry = _geometry(x.shape, block_size, seed_region)
     seed_shape = dropspec.seed_shape(x.shape, geometry, share_channels, channels_last=True)
     if dropspec.check_bool("deterministic", deterministic):
@@ -242,5 +289,13 @@ def drop_block(
         _common.require_key(key, "seeds")
     probs = _seed_probs(_gamma(rate, rate_value, geometry, calibration), geometry, normalize)
     return _drop_block(
-        x, key, seeds, probs, geometry=geometry, seed_shape=seed_shape, normalize=normalize, eps=eps
+        x,
+        key,
+        seeds,
+        probs,
+        geometry=geometry,
+        seed_shape=seed_shape,
+        normalize=normalize,
+        eps=eps,
+        recompute_mask=recompute_mask,
     )

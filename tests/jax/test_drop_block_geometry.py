@@ -14,7 +14,9 @@ from tests.reference import paint_blocks
 def dropped_mask(shape, block_size, seeds, **options):
     """Which units drop_block zeroes, for planted seeds, with no rescaling."""
     x = jnp.ones(shape)
-    y = jaxdrop.drop_block(x, 0.5, block_size, seeds=jnp.asarray(seeds), normalize="none", **options)
+    y = jaxdrop.drop_block(
+        x, 0.5, block_size, seeds=jnp.asarray(seeds), normalize="none", **options
+    )
     return np.asarray(y == 0)
 
 
@@ -119,7 +121,9 @@ def test_per_channel_seed_drops_only_its_channel():
 def test_overlapping_blocks_drop_their_union():
     shape = (1, 8, 8, 1)
     seeds = plant(jaxdrop.drop_block_seed_shape(shape, 3), (0, 1, 1, 0), (0, 2, 3, 0))
-    expected = expected_mask(shape, (0, slice(1, 4), slice(1, 4), 0), (0, slice(2, 5), slice(3, 6), 0))
+    expected = expected_mask(
+        shape, (0, slice(1, 4), slice(1, 4), 0), (0, slice(2, 5), slice(3, 6), 0)
+    )
     np.testing.assert_array_equal(dropped_mask(shape, 3, seeds), expected)
 
 
@@ -151,9 +155,7 @@ def block_cases(draw):
 @given(block_cases())
 def test_dropped_set_is_exactly_the_union_of_the_seeds_blocks(case):
     shape, block, seed_region, share_channels, seeds = case
-    got = dropped_mask(
-        shape, block, seeds, seed_region=seed_region, share_channels=share_channels
-    )
+    got = dropped_mask(shape, block, seeds, seed_region=seed_region, share_channels=share_channels)
     clipped = [min(k, s) for k, s in zip(block, shape[1:-1])]
     painted = paint_blocks(seeds, shape[1:-1], clipped, seed_region)
     np.testing.assert_array_equal(got, np.broadcast_to(painted, shape))

@@ -24,7 +24,9 @@ def planted_case(share_channels=False, seed_region="valid", density=0.15, seed=0
 
 
 def run(x, seeds, rate=0.2, **options):
-    return np.asarray(jaxdrop.drop_block(jnp.asarray(x), rate, BLOCK, seeds=jnp.asarray(seeds), **options))
+    return np.asarray(
+        jaxdrop.drop_block(jnp.asarray(x), rate, BLOCK, seeds=jnp.asarray(seeds), **options)
+    )
 
 
 @pytest.mark.parametrize("share_channels", [False, True])
@@ -70,7 +72,9 @@ def test_rate_one_gives_zeros_with_finite_gradients(normalize, rate):
     x = jax.random.normal(jax.random.key(0), SHAPE)
 
     def loss(x):
-        return jnp.sum(jaxdrop.drop_block(x, rate, BLOCK, key=jax.random.key(1), normalize=normalize) ** 2)
+        return jnp.sum(
+            jaxdrop.drop_block(x, rate, BLOCK, key=jax.random.key(1), normalize=normalize) ** 2
+        )
 
     y = jaxdrop.drop_block(x, rate, BLOCK, key=jax.random.key(1), normalize=normalize)
     assert not np.asarray(y).any()

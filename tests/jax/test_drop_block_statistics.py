@@ -44,9 +44,7 @@ def test_exact_calibration_drops_the_requested_fraction(spatial, block, seed_reg
     )
     sigma = drop_fraction_std(spatial, block, seed_region, gamma, maps)
     key = jax.random.fold_in(jax.random.key(0), int(rate * 100))
-    got = realised_fraction(
-        shape, rate, block, key, seed_region=seed_region, calibration="exact"
-    )
+    got = realised_fraction(shape, rate, block, key, seed_region=seed_region, calibration="exact")
     assert abs(got - rate) < SIGMAS * sigma, (got, rate, sigma)
 
 
@@ -69,8 +67,13 @@ def test_exact_calibration_with_a_traced_rate(seed_region):
     @jax.jit
     def fraction(rate, key):
         y = jaxdrop.drop_block(
-            jnp.ones(shape), rate, block, key=key, seed_region=seed_region,
-            calibration="exact", normalize="none",
+            jnp.ones(shape),
+            rate,
+            block,
+            key=key,
+            seed_region=seed_region,
+            calibration="exact",
+            normalize="none",
         )
         return jnp.mean(y == 0)
 
@@ -89,8 +92,13 @@ def test_expected_normalisation_is_unbiased_at_every_position(seed_region):
     spatial, block, rate, maps = (8, 8), (3, 3), 0.3, 4096
     shape = (maps // 8, *spatial, 8)
     y = jaxdrop.drop_block(
-        jnp.ones(shape), rate, block, key=jax.random.key(3), seed_region=seed_region,
-        calibration="exact", normalize="expected",
+        jnp.ones(shape),
+        rate,
+        block,
+        key=jax.random.key(3),
+        seed_region=seed_region,
+        calibration="exact",
+        normalize="expected",
     )
     gamma = jaxdrop.drop_block_gamma(
         shape, rate, block, seed_region=seed_region, calibration="exact"
@@ -122,7 +130,9 @@ def test_block_size_one_is_dropout():
     y = jaxdrop.drop_block(jnp.ones(shape), rate, 1, key=key, normalize="none")
     assert jaxdrop.drop_block_gamma(shape, rate, 1) == rate
     # Every unit is its own seed: the dropped set is exactly an elementwise Bernoulli(rate).
-    np.testing.assert_array_equal(np.asarray(y == 0), np.asarray(random.bernoulli(key, rate, shape)))
+    np.testing.assert_array_equal(
+        np.asarray(y == 0), np.asarray(random.bernoulli(key, rate, shape))
+    )
     n = math.prod(shape)
     assert abs(float(jnp.mean(y == 0)) - rate) < SIGMAS * math.sqrt(rate * (1 - rate) / n)
 
@@ -134,7 +144,11 @@ def test_block_covering_the_map_is_spatial_dropout(calibration):
         rate, rel=1e-12
     )
     y = jaxdrop.drop_block(
-        jnp.ones(shape), rate, (5, 7), key=jax.random.key(5), calibration=calibration,
+        jnp.ones(shape),
+        rate,
+        (5, 7),
+        key=jax.random.key(5),
+        calibration=calibration,
         normalize="none",
     )
     channel_dropped = np.asarray(y == 0).reshape(shape[0], -1, shape[-1])
@@ -152,8 +166,13 @@ def test_shared_channels_drop_the_requested_fraction_per_example_map():
     gamma = jaxdrop.drop_block_gamma(shape, rate, block, calibration="exact")
     sigma = drop_fraction_std(spatial, block, "valid", gamma, n)
     y = jaxdrop.drop_block(
-        jnp.ones(shape), rate, block, key=jax.random.key(8), share_channels=True,
-        calibration="exact", normalize="none",
+        jnp.ones(shape),
+        rate,
+        block,
+        key=jax.random.key(8),
+        share_channels=True,
+        calibration="exact",
+        normalize="none",
     )
     dropped = np.asarray(y == 0)
     assert (dropped == dropped[..., :1]).all()

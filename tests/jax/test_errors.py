@@ -15,9 +15,21 @@ KEY = jax.random.key(0)
 
 CASES = [
     # rate
-    (lambda: jaxdrop.drop_block(X, -0.1, 3, key=KEY), ValueError, "`rate` must be in [0, 1], got -0.1."),
-    (lambda: jaxdrop.drop_block(X, 1.5, 3, key=KEY), ValueError, "`rate` must be in [0, 1], got 1.5."),
-    (lambda: jaxdrop.drop_path(X, float("nan"), key=KEY), ValueError, "`rate` must be in [0, 1], got nan."),
+    (
+        lambda: jaxdrop.drop_block(X, -0.1, 3, key=KEY),
+        ValueError,
+        "`rate` must be in [0, 1], got -0.1.",
+    ),
+    (
+        lambda: jaxdrop.drop_block(X, 1.5, 3, key=KEY),
+        ValueError,
+        "`rate` must be in [0, 1], got 1.5.",
+    ),
+    (
+        lambda: jaxdrop.drop_path(X, float("nan"), key=KEY),
+        ValueError,
+        "`rate` must be in [0, 1], got nan.",
+    ),
     (
         lambda: jaxdrop.spatial_dropout(X, True, key=KEY),
         TypeError,
@@ -178,13 +190,21 @@ CASES = [
         "`noise` must broadcast to the shape of `x` (2, 6, 6, 3), got (5,).",
     ),
     # cutout's own arguments
-    (lambda: jaxdrop.cutout(X, 2, key=KEY, num_holes=0), ValueError, "`num_holes` must be an int >= 1, got 0."),
+    (
+        lambda: jaxdrop.cutout(X, 2, key=KEY, num_holes=0),
+        ValueError,
+        "`num_holes` must be an int >= 1, got 0.",
+    ),
     (
         lambda: jaxdrop.cutout(X, -1, key=KEY),
         ValueError,
         "`size` must be an int or a sequence of 2 ints (one per spatial dim), each >= 0, got -1.",
     ),
-    (lambda: jaxdrop.cutout(X, 2, key=KEY, fill="0"), TypeError, "`fill` must be a real number, got '0' (str)."),
+    (
+        lambda: jaxdrop.cutout(X, 2, key=KEY, fill="0"),
+        TypeError,
+        "`fill` must be a real number, got '0' (str).",
+    ),
     # stochastic depth and schedules
     (
         lambda: jaxdrop.stochastic_depth(None, X, 0.1, key=KEY),
@@ -212,7 +232,9 @@ CASES = [
         "`rule` must be one of 'huang', 'linspace', got 'cosine'.",
     ),
     (
-        lambda: jaxdrop.drop_block_gamma((2, 6, 6, 3), 0.1, 3, calibration="exact", seed_region="x"),
+        lambda: jaxdrop.drop_block_gamma(
+            (2, 6, 6, 3), 0.1, 3, calibration="exact", seed_region="x"
+        ),
         ValueError,
         "`seed_region` must be one of 'valid', 'full', got 'x'.",
     ),
@@ -231,7 +253,9 @@ def test_arguments_are_checked_in_evaluation_mode_too():
 
 
 def test_deterministic_needs_no_key():
-    np.testing.assert_array_equal(np.asarray(jaxdrop.drop_block(X, 0.5, 3, deterministic=True)), np.asarray(X))
+    np.testing.assert_array_equal(
+        np.asarray(jaxdrop.drop_block(X, 0.5, 3, deterministic=True)), np.asarray(X)
+    )
 
 
 def test_key_must_be_a_single_key():

@@ -33,7 +33,8 @@ def test_drop_path_batch_mode_drops_all_or_nothing():
     x = jnp.ones((5, 3))
     assert not np.asarray(jaxdrop.drop_path(x, 0.5, keep=jnp.array(False), mode="batch")).any()
     np.testing.assert_array_equal(
-        np.asarray(jaxdrop.drop_path(x, 0.5, keep=jnp.array(True), mode="batch")), 2 * np.ones((5, 3))
+        np.asarray(jaxdrop.drop_path(x, 0.5, keep=jnp.array(True), mode="batch")),
+        2 * np.ones((5, 3)),
     )
 
 
@@ -104,13 +105,17 @@ def test_stochastic_depth_gradient_is_zero_exactly_when_dropped():
     for seed in range(12):
         key = jax.random.key(seed)
         kept = bool(random.bernoulli(key, 0.5, ()))
-        grad = jax.jit(jax.grad(lambda w: jnp.sum(jaxdrop.stochastic_depth(lambda h: h @ w, x, 0.5, key=key))))(w)
+        grad = jax.jit(
+            jax.grad(lambda w: jnp.sum(jaxdrop.stochastic_depth(lambda h: h @ w, x, 0.5, key=key)))
+        )(w)
         assert bool(jnp.any(grad != 0)) == kept
         seen.add(kept)
     assert seen == {True, False}
 
 
-@pytest.mark.parametrize("scaling, train_scale, test_scale", [("inverted", 1 / 0.8, 1.0), ("test", 1.0, 0.8)])
+@pytest.mark.parametrize(
+    "scaling, train_scale, test_scale", [("inverted", 1 / 0.8, 1.0), ("test", 1.0, 0.8)]
+)
 def test_stochastic_depth_scaling_rules(scaling, train_scale, test_scale):
     x = jnp.ones((2, 2))
     train = jaxdrop.stochastic_depth(lambda h: 3 * h, x, 0.2, keep=jnp.array(True), scaling=scaling)
@@ -122,7 +127,9 @@ def test_stochastic_depth_scaling_rules(scaling, train_scale, test_scale):
 def test_stochastic_depth_row_mode_masks_examples_and_handles_pytrees():
     x = jnp.ones((3, 2))
     keep = jnp.array([True, False, True])
-    out = jaxdrop.stochastic_depth(lambda h: {"a": h, "b": h[:, :1] * 2}, x, 0.5, keep=keep, mode="row")
+    out = jaxdrop.stochastic_depth(
+        lambda h: {"a": h, "b": h[:, :1] * 2}, x, 0.5, keep=keep, mode="row"
+    )
     np.testing.assert_array_equal(np.asarray(out["a"][:, 0]), [2.0, 0.0, 2.0])
     np.testing.assert_array_equal(np.asarray(out["b"][:, 0]), [4.0, 0.0, 4.0])
 
@@ -184,7 +191,9 @@ def test_cutout_many_holes_and_the_single_hole_centre_shape():
 
 def test_cutout_size_zero_leaves_the_input():
     x = jnp.arange(24.0).reshape(1, 4, 3, 2)
-    np.testing.assert_array_equal(np.asarray(jaxdrop.cutout(x, 0, key=jax.random.key(0))), np.asarray(x))
+    np.testing.assert_array_equal(
+        np.asarray(jaxdrop.cutout(x, 0, key=jax.random.key(0))), np.asarray(x)
+    )
 
 
 def test_cutout_centres_are_uniform_over_the_map_and_3d_works():
@@ -210,7 +219,9 @@ def test_cutout_gradient_is_zero_in_holes():
 def test_uout_is_x_plus_x_times_noise():
     x = jnp.array([[1.0, -2.0, 4.0]])
     noise = jnp.array([[0.1, -0.2, 0.0]])
-    np.testing.assert_allclose(np.asarray(jaxdrop.uout(x, 0.3, noise=noise)), [[1.1, -1.6, 4.0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jaxdrop.uout(x, 0.3, noise=noise)), [[1.1, -1.6, 4.0]], rtol=1e-6
+    )
     np.testing.assert_allclose(
         np.asarray(jaxdrop.uout(x, 0.3, noise=jnp.array([0.5]))), [[1.5, -3.0, 6.0]], rtol=1e-6
     )

@@ -42,7 +42,9 @@ def test_linear_ramp_composes_with_optax_schedules():
 
 def test_depth_rates_rules():
     np.testing.assert_allclose(schedules.depth_rates(0.5, 5), [0.1, 0.2, 0.3, 0.4, 0.5])
-    np.testing.assert_allclose(schedules.depth_rates(0.5, 5, rule="linspace"), [0, 0.125, 0.25, 0.375, 0.5])
+    np.testing.assert_allclose(
+        schedules.depth_rates(0.5, 5, rule="linspace"), [0, 0.125, 0.25, 0.375, 0.5]
+    )
     assert schedules.depth_rates(0.4, 1, rule="linspace") == [0.0]
 
 

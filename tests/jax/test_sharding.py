@@ -60,7 +60,9 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
@@ -69,8 +71,16 @@ def results():
 
 
 NAMES = [
-    "drop_block_batch", "drop_block_example", "drop_block_expected", "drop_block_none",
-    "drop_block_example_grad", "drop_path", "drop_path_grad", "spatial_dropout", "cutout", "uout",
+    "drop_block_batch",
+    "drop_block_example",
+    "drop_block_expected",
+    "drop_block_none",
+    "drop_block_example_grad",
+    "drop_path",
+    "drop_path_grad",
+    "spatial_dropout",
+    "cutout",
+    "uout",
 ]
 
 

@@ -26,7 +26,9 @@ OPS = {
     "drop_path_row": lambda x, r, k: jaxdrop.drop_path(x, r, key=k),
     "drop_path_batch": lambda x, r, k: jaxdrop.drop_path(x, r, key=k, mode="batch"),
     "stochastic_depth_batch": lambda x, r, k: jaxdrop.stochastic_depth(branch, x, r, key=k),
-    "stochastic_depth_row": lambda x, r, k: jaxdrop.stochastic_depth(branch, x, r, key=k, mode="row"),
+    "stochastic_depth_row": lambda x, r, k: jaxdrop.stochastic_depth(
+        branch, x, r, key=k, mode="row"
+    ),
     "spatial_dropout": lambda x, r, k: jaxdrop.spatial_dropout(x, r, key=k),
     "uout": lambda x, r, k: jaxdrop.uout(x, r, key=k),
     "cutout": lambda x, r, k: jaxdrop.cutout(x, 3, key=k, num_holes=2),
@@ -103,7 +105,9 @@ def test_gradient_is_finite_at_rate_zero_and_one(name, rate, traced, x):
     grad = jax.jit(jax.grad(lambda x, r: jnp.sum(op(x, r, jax.random.key(1)) ** 2)))(x, rate)
     assert np.isfinite(np.asarray(grad)).all()
     if name != "cutout" and float(rate) == 0.0:
-        expected = jax.grad(lambda x: jnp.sum(branch(x) ** 2) if "stochastic" in name else jnp.sum(x**2))(x)
+        expected = jax.grad(
+            lambda x: jnp.sum(branch(x) ** 2) if "stochastic" in name else jnp.sum(x**2)
+        )(x)
         np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), rtol=1e-5)
 
 
@@ -137,3 +141,40 @@ def test_deterministic_is_the_identity_or_evaluation(name, x):
     family = next(k for k in calls if name.startswith(k))
     expected = branch(x) if family == "stochastic_depth" else x
     np.testing.assert_array_equal(np.asarray(calls[family]()), np.asarray(expected))
+
+
+@pytest.mark.parametrize("normalize", ["batch", "example", "expected", "none"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_recomputed_mask_gives_the_same_value_and_gradient(normalize, dtype, x):
+    x = x.astype(dtype)
+    key = jax.random.key(13)
+
+    def loss(x, recompute):
+        y = jaxdrop.drop_block(x, 0.3, 3, key=key, normalize=normalize, recompute_mask=recompute)
+        return jnp.sum(jnp.sin(y.astype(jnp.float32)))
+
+    stored = jax.jit(jax.value_and_grad(lambda x: loss(x, False)))(x)
+    redrawn = jax.jit(jax.value_and_grad(lambda x: loss(x, True)))(x)
+    assert float(stored[0]) == float(redrawn[0])
+    np.testing.assert_array_equal(
+        np.asarray(stored[1], np.float32), np.asarray(redrawn[1], np.float32)
+    )
+
+
+def test_recomputed_mask_keeps_nothing_mask_sized_for_the_backward_pass():
+    x = jnp.ones((8, 16, 16, 32))
+    w = jnp.eye(32)
+
+    def temp_bytes(recompute):
+        def loss(x, w):
+            h = x
+            for i in range(6):
+                key = jax.random.fold_in(jax.random.key(0), i)
+                h = jnp.tanh(jaxdrop.drop_block(h, 0.1, 5, key=key, recompute_mask=recompute) @ w)
+            return jnp.sum(h)
+
+        compiled = jax.jit(jax.grad(loss)).lower(x, w).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    mask_bytes = x.size  # one bool per unit and layer when the mask is kept
+    assert temp_bytes(False) - temp_bytes(True) > 4 * mask_bytes
