@@ -54,7 +54,8 @@ CASES = [
     (
         lambda: jaxdrop.drop_block(X, 0.1, 0, key=KEY),
         ValueError,
-        "`block_size` must be an int or a sequence of 2 ints (one per spatial dim), each >= 1, got 0.",
+        "`block_size` must be an int or a sequence of 2 ints (one per spatial dim), each >= 1, "
+        "got 0.",
     ),
     (
         lambda: jaxdrop.drop_block(X, 0.1, (3, -1), key=KEY),
@@ -113,8 +114,8 @@ CASES = [
     (
         lambda: jaxdrop.drop_block(X, 0.1, 3, key=KEY, eps=0.0),
         ValueError,
-        "`eps` must be a finite number > 0 (it keeps a fully dropped tensor from dividing by zero), "
-        "got 0.0.",
+        "`eps` must be a finite number > 0 (it keeps a fully dropped tensor from dividing by "
+        "zero), got 0.0.",
     ),
     # x
     (
@@ -224,7 +225,8 @@ CASES = [
     (
         lambda: schedules.depth_rates(0.1, [2, 0]),
         ValueError,
-        "`num_blocks` must be an int >= 1 or a sequence of ints >= 1 (blocks per stage), got [2, 0].",
+        "`num_blocks` must be an int >= 1 or a sequence of ints >= 1 (blocks per stage), "
+        "got [2, 0].",
     ),
     (
         lambda: schedules.depth_rates(0.1, 4, rule="cosine"),

@@ -101,13 +101,15 @@ def test_stochastic_depth_batch_mode_lowers_to_a_cond_that_skips_the_branch():
 def test_stochastic_depth_gradient_is_zero_exactly_when_dropped():
     w = jnp.full((3, 3), 0.5)
     x = jnp.ones((2, 3))
+
+    def loss(w, key):
+        return jnp.sum(jaxdrop.stochastic_depth(lambda h: h @ w, x, 0.5, key=key))
+
     seen = set()
     for seed in range(12):
         key = jax.random.key(seed)
         kept = bool(random.bernoulli(key, 0.5, ()))
-        grad = jax.jit(
-            jax.grad(lambda w: jnp.sum(jaxdrop.stochastic_depth(lambda h: h @ w, x, 0.5, key=key)))
-        )(w)
+        grad = jax.jit(jax.grad(loss))(w, key)
         assert bool(jnp.any(grad != 0)) == kept
         seen.add(kept)
     assert seen == {True, False}

@@ -165,16 +165,19 @@ def test_recomputed_mask_keeps_nothing_mask_sized_for_the_backward_pass():
     x = jnp.ones((8, 16, 16, 32))
     w = jnp.eye(32)
 
+    depth = 4
+
     def temp_bytes(recompute):
         def loss(x, w):
             h = x
-            for i in range(6):
+            for i in range(depth):
                 key = jax.random.fold_in(jax.random.key(0), i)
                 h = jnp.tanh(jaxdrop.drop_block(h, 0.1, 5, key=key, recompute_mask=recompute) @ w)
             return jnp.sum(h)
 
-        compiled = jax.jit(jax.grad(loss)).lower(x, w).compile()
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     mask_bytes = x.size  # one bool per unit and layer when the mask is kept
-    assert temp_bytes(False) - temp_bytes(True) > 4 * mask_bytes
+    # Saved: the masks of all layers, less a few scalars the redraw keeps instead.
+    assert temp_bytes(False) - temp_bytes(True) >= (depth - 0.5) * mask_bytes
