@@ -195,6 +195,23 @@ def _run_keys(model, variables, keys):
     return [apply(variables, key) for key in keys]
 
 
+def test_training_mode_init_creates_the_branch_variables_whatever_the_draw():
+    model = OneBlock()
+    expected = jax.tree.structure(_one_block_variables())
+    init = jax.jit(lambda rngs: model.init(rngs, SMALL_X, train=True))
+    apply = jax.jit(lambda v, rngs: model.apply(v, SMALL_X, rngs=rngs, mutable=True)[0])
+    outcomes = set()
+    for key in KEYS[:8]:
+        rngs = {"params": INIT_KEY, "dropout": key}
+        variables = init(rngs)
+        assert jax.tree.structure(variables) == expected
+        outcomes.add(_is_zero(apply(variables, rngs)))
+    assert outcomes == {True, False}
+    for key in KEYS[:2]:  # eager init: the draw is concrete, no cond is traced
+        eager = model.init({"params": INIT_KEY, "dropout": key}, SMALL_X, train=True)
+        assert jax.tree.structure(eager) == expected
+
+
 @pytest.mark.parametrize("remat", [False, True], ids=["plain", "remat"])
 def test_skipped_branch_leaves_batch_stats_bit_identical(remat):
     model = OneBlock(remat=remat)
