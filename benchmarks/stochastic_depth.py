@@ -1,0 +1,329 @@
+"""How much faster is stochastic depth when dropped branches are skipped rather than masked?
+
+Huang et al. (ECCV 2016) report about 25% faster training, because a residual branch dropped
+for the mini-batch is not computed. ``mode="batch"`` skips it (``lax.cond`` / ``nn.cond``);
+``mode="row"`` (DropPath semantics) computes every branch and masks examples. Both are timed on
+the same model with the same rates, as a jitted gradient step:
+
+1. A Flax Linen residual MLP of ``jaxdrop.linen.StochasticDepth`` blocks, full train step
+   (forward, backward, optax update): (a) every other branch dropped, through traced call-time
+   rates of 1 and 0; (b) rates ``depth_rates(0.5, 8)`` with a fresh dropout key per step.
+2. The functional ``jaxdrop.stochastic_depth`` on an 8-block residual MLP (batch 512, width 256,
+   three matmuls per branch): (a) half of the branches dropped by a fixed ``keep`` pattern,
+   where skipping must be at least 1.8x faster than masking (2x ideal); (b) rates rising
+   linearly to 0.5 with random keys, against the expected saving: the mean drop rate is the
+   expected fraction of branch compute skipped (28% for ``depth_rates(0.5, 8)``).
+
+Each timing is the median over runs interleaved A, B, A, B, ... after warm-up, so that drifts
+in machine load hit both sides alike; a run is a fixed sequence of steps (with random keys, the
+same keys for A and B).
+
+Memory allocator: before importing jax the script re-executes itself with
+``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184
+MALLOC_TOP_PAD_=1073741824`` unless they are already set. Otherwise glibc returns the large
+step buffers to the OS after each step and page-faults them back in on the next, which makes
+CPU timings bimodal.
+
+Usage::
+
+    python benchmarks/stochastic_depth.py          # about 3 minutes on 2 CPU cores
+    python benchmarks/stochastic_depth.py --quick  # about a minute
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+MALLOC_SETTINGS = {
+    "MALLOC_MMAP_THRESHOLD_": "4294967296",
+    "MALLOC_TRIM_THRESHOLD_": "17179869184",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+if __name__ == "__main__" and any(name not in os.environ for name in MALLOC_SETTINGS):
+    # glibc reads these once, at start-up: set them, then start again.
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**MALLOC_SETTINGS, **os.environ})
+
+# Run from a checkout: import the jaxdrop next to this script, installed or not.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import flax  # noqa: E402
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import jaxdrop  # noqa: E402
+from jaxdrop import linen as jl  # noqa: E402
+
+BLOCKS, BATCH, WIDTH = 8, 512, 256
+HALF_DROPPED = np.arange(BLOCKS) % 2 == 1  # blocks 1, 3, 5, 7 are dropped
+
+
+def interleaved_medians(runs: dict[str, Callable[[], None]], repeats: int, warmup: int):
+    """Median seconds per call of each run, timed A, B, A, B, ... after ``warmup`` rounds."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    seconds = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def _mlp_branch(weights):
+    """Three matmuls with ReLUs between: ``x -> relu(x W1) -> relu(. W2) -> . W3``."""
+
+    def branch(h):
+        for w in weights[:-1]:
+            h = jax.nn.relu(h @ w)
+        return h @ weights[-1]
+
+    return branch
+
+
+def _normal(seed: int, shape) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def functional_params(seed: int) -> list[list[jax.Array]]:
+    """Three ``(WIDTH, WIDTH)`` weights per block, scaled by ``1 / sqrt(WIDTH)``."""
+    scale = 1.0 / np.sqrt(WIDTH)
+    return [
+        [scale * _normal(seed + 3 * b + i, (WIDTH, WIDTH)) for i in range(3)] for b in range(BLOCKS)
+    ]
+
+
+def functional_forward(params, x, rates, *, mode, keep=None, key=None):
+    """The residual MLP; ``keep`` (one bool per block) or ``key`` decides the draws."""
+    h = x
+    for block, weights in enumerate(params):
+        if keep is not None:
+            block_keep = keep[block] if mode == "batch" else jnp.broadcast_to(keep[block], (BATCH,))
+            sources = {"keep": block_keep}
+        else:
+            sources = {"key": jax.random.fold_in(key, block)}
+        branch = _mlp_branch(weights)
+        h = h + jaxdrop.stochastic_depth(branch, h, rates[block], mode=mode, **sources)
+    return h
+
+
+def functional_step(mode: str, use_keep: bool):
+    """A jitted SGD step on ``mean(forward(x)**2)``: value, gradient and update."""
+
+    def loss(params, x, rates, draw):
+        sources = {"keep": draw} if use_keep else {"key": draw}
+        out = functional_forward(params, x, rates, mode=mode, **sources)
+        return jnp.mean(out**2)
+
+    @jax.jit
+    def step(params, x, rates, draw):
+        value, grads = jax.value_and_grad(loss)(params, x, rates, draw)
+        return jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads), value
+
+    return step
+
+
+class MLPBranch(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = nn.relu(nn.Dense(self.width, use_bias=False)(x))
+        return nn.Dense(self.width, use_bias=False)(x)
+
+
+class ResidualMLP(nn.Module):
+    """``BLOCKS`` residual blocks ``h + StochasticDepth(MLPBranch)(h)``."""
+
+    mode: str
+
+    @nn.compact
+    def __call__(self, x, rates):
+        for block in range(BLOCKS):
+            depth = jl.StochasticDepth(MLPBranch(WIDTH), 0.0, mode=self.mode, deterministic=False)
+            x = x + depth(x, rate=rates[block])
+        return x
+
+
+def linen_step(mode: str, optimizer):
+    """A jitted optax train step of :class:`ResidualMLP`; ``rates`` are traced."""
+    model = ResidualMLP(mode)
+
+    def loss(params, x, rates, key):
+        out = model.apply({"params": params}, x, rates, rngs={"dropout": key})
+        return jnp.mean(out**2)
+
+    @jax.jit
+    def step(params, opt_state, x, rates, key):
+        value, grads = jax.value_and_grad(loss)(params, x, rates, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return model, step
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How much to time: ``repeats`` interleaved runs after ``warmup`` rounds. A run is
+    ``fixed_steps`` steps for a fixed drop pattern, or ``random_steps`` steps with one key each
+    (the same keys in every run and in both modes)."""
+
+    repeats: int
+    warmup: int
+    fixed_steps: int
+    random_steps: int
+
+
+QUICK = Plan(repeats=9, warmup=1, fixed_steps=2, random_steps=6)
+FULL = Plan(repeats=25, warmup=2, fixed_steps=2, random_steps=12)
+
+
+def _runner(step, args_per_step):
+    """A run: ``step`` once per argument tuple, waiting for the results."""
+
+    def run():
+        for args in args_per_step:
+            jax.block_until_ready(step(*args))
+
+    return run
+
+
+def batch_skip_fraction(keys, rates) -> float:
+    """The fraction of (step, block) branches that batch mode skips for these keys.
+
+    Redraws the survival decisions exactly as :func:`jaxdrop.stochastic_depth` makes them.
+    """
+    dropped = [
+        not bool(jaxdrop.random.bernoulli(jax.random.fold_in(key, b), 1.0 - rates[b], ()))
+        for key in keys
+        for b in range(BLOCKS)
+    ]
+    return float(np.mean(dropped))
+
+
+def compare(name: str, runs: dict, plan: Plan, steps: int, note: str = "") -> dict:
+    """Times ``runs["batch"]`` against ``runs["row"]``; milliseconds per step."""
+    times = interleaved_medians(runs, plan.repeats, plan.warmup)
+    return {
+        "name": name,
+        "batch_ms": 1e3 * times["batch"] / steps,
+        "row_ms": 1e3 * times["row"] / steps,
+        "speedup": times["row"] / times["batch"],
+        "note": note,
+    }
+
+
+def expected_note(rates, keys=None) -> str:
+    """The expected fraction of branch compute skipped (mean rate) and the ideal speed-up."""
+    expected = float(np.mean(rates))
+    note = f"skips {expected:.0%} expected, ideal {1 / (1 - expected):.2f}x"
+    if keys is not None:
+        drawn = batch_skip_fraction(keys, np.asarray(rates))
+        note += f"; these keys skip {drawn:.0%}, ideal {1 / (1 - drawn):.2f}x"
+    return note
+
+
+def linen_rows(plan: Plan, depth_rates) -> list[dict]:
+    x = _normal(0, (BATCH, WIDTH))
+    optimizer = optax.sgd(1e-3)
+    half = jnp.where(jnp.asarray(HALF_DROPPED), 1.0, 0.0)
+    keys = [jax.random.key(100 + s) for s in range(plan.random_steps)]
+    cases = (
+        ("half dropped (rates 1, 0)", half, keys[: plan.fixed_steps], "target >= 1.8x"),
+        ("depth_rates(0.5, 8)", depth_rates, keys, expected_note(depth_rates)),
+    )
+    rows = []
+    for label, rates, case_keys, note in cases:
+        runs = {}
+        for mode in ("batch", "row"):
+            model, step = linen_step(mode, optimizer)
+            rngs = {"params": jax.random.key(1), "dropout": keys[0]}
+            params = model.init(rngs, x, rates)["params"]
+            opt_state = optimizer.init(params)
+            runs[mode] = _runner(step, [(params, opt_state, x, rates, k) for k in case_keys])
+        rows.append(compare(f"Linen train step, {label}", runs, plan, len(case_keys), note))
+    return rows
+
+
+def functional_rows(plan: Plan, depth_rates) -> list[dict]:
+    params = functional_params(1)
+    x = _normal(0, (BATCH, WIDTH))
+    keep = jnp.asarray(~HALF_DROPPED)
+    half_rates = jnp.full((BLOCKS,), 0.5)
+    keys = [jax.random.key(200 + s) for s in range(plan.random_steps)]
+    fixed = [(params, x, half_rates, keep)] * plan.fixed_steps
+    randomised = [(params, x, depth_rates, k) for k in keys]
+    modes = ("batch", "row")
+
+    def runs(data, **options):
+        return {mode: _runner(functional_step(mode, **options), data) for mode in modes}
+
+    return [
+        compare(
+            "functional grad step, keep: half dropped",
+            runs(fixed, use_keep=True),
+            plan,
+            plan.fixed_steps,
+            "target >= 1.8x (2x ideal)",
+        ),
+        compare(
+            "functional grad step, depth_rates(0.5, 8)",
+            runs(randomised, use_keep=False),
+            plan,
+            plan.random_steps,
+            expected_note(depth_rates, keys),
+        ),
+    ]
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    device = jax.devices()[0]
+    return (
+        f"{cores} cores, jax {jax.__version__}, flax {flax.__version__}, "
+        f"backend {jax.default_backend()} ({device.device_kind})"
+    )
+
+
+def print_table(rows) -> None:
+    print(f"{'step':<44} {'batch (skip)':>12} {'row (mask)':>11} {'speed-up':>9}  note")
+    for row in rows:
+        print(
+            f"{row['name']:<44} {row['batch_ms']:>9.1f} ms {row['row_ms']:>8.1f} ms "
+            f"{row['speedup']:>8.2f}x  {row['note']}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs (about a minute)")
+    plan = QUICK if parser.parse_args().quick else FULL
+    depth_rates = jnp.asarray(jaxdrop.schedules.depth_rates(0.5, BLOCKS), jnp.float32)
+    print(f"machine: {machine()}")
+    print(
+        f"residual MLP: {BLOCKS} blocks, batch {BATCH}, width {WIDTH}, 3 matmuls per branch; "
+        f"median of {plan.repeats} interleaved runs after {plan.warmup} warm-up"
+    )
+    functional = functional_rows(plan, depth_rates)
+    print_table(linen_rows(plan, depth_rates) + functional)
+    fixed = functional[0]["speedup"]
+    verdict = "meets" if fixed >= 1.8 else "MISSES"
+    print(f"skipping half of the branches is {fixed:.2f}x faster than masking: {verdict} 1.8x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
