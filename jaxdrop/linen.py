@@ -53,6 +53,12 @@ def _merge_deterministic(module: nn.Module, deterministic: bool | None) -> bool:
             f"deterministic={deterministic!r} at call time."
         )
     value = deterministic if module.deterministic is None else module.deterministic
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            "`deterministic` must be a Python bool, got a traced value: under nn.remat, nn.jit "
+            f"or nn.scan, give it to the constructor, {name}(..., deterministic=not train), "
+            "or mark the argument static."
+        )
     return dropspec.check_bool("deterministic", value)
 
 
@@ -174,7 +180,7 @@ class DropPath(nn.Module):
       >>> import jax, jax.numpy as jnp
       >>> layer = DropPath(rate=0.5, deterministic=False)
       >>> y = layer.apply({}, jnp.ones((8, 3)), rngs={"dropout": jax.random.key(0)})
-      >>> sorted(set(y[:, 0].tolist())) # each row is dropped (0) or kept and scaled by 2
+      >>> sorted(set(y[:, 0].tolist()))  # each row is dropped (0) or kept and scaled by 2
       [0.0, 2.0]
     """
 

@@ -162,22 +162,25 @@ def test_jitted_optax_step_reduces_the_loss(variables, train_apply):
 
 
 class OneBlock(nn.Module):
-    """A single StochasticDepth block, to watch one branch."""
+    """A single StochasticDepth block, to watch one branch. ``remat``: "depth" wraps the
+    StochasticDepth module in ``nn.remat``, "branch" the branch."""
 
     rate: float = 0.5
     mode: str = "batch"
     scaling: str = "inverted"
-    remat: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x, train: bool = True, rate=None):
+        depth_cls, branch_cls = jl.StochasticDepth, ConvBranch
+        if self.remat == "depth":
+            depth_cls = nn.remat(jl.StochasticDepth, static_argnums=(2,))
+        if self.remat == "branch":
+            branch_cls = nn.remat(ConvBranch, static_argnums=(2,))
         # Under remat, keyword arguments are traced: `deterministic` goes to the constructor.
-        module = (
-            nn.remat(jl.StochasticDepth, static_argnums=(2,)) if self.remat else jl.StochasticDepth
-        )
-        branch = ConvBranch(name="branch")
         flags = dict(mode=self.mode, scaling=self.scaling, deterministic=not train)
-        return module(branch, self.rate, **flags)(x, train, rate=rate)
+        depth = depth_cls(branch_cls(name="branch"), self.rate, **flags)
+        return depth(x, train, rate=rate)
 
 
 SMALL_X = X[:4]
@@ -212,7 +215,7 @@ def test_training_mode_init_creates_the_branch_variables_whatever_the_draw():
         assert jax.tree.structure(eager) == expected
 
 
-@pytest.mark.parametrize("remat", [False, True], ids=["plain", "remat"])
+@pytest.mark.parametrize("remat", ["none", "depth", "branch"])
 def test_skipped_branch_leaves_batch_stats_bit_identical(remat):
     model = OneBlock(remat=remat)
     variables = _one_block_variables(remat=remat)
@@ -503,6 +506,12 @@ def test_no_rng_needed_in_eval_or_at_static_rate_zero(module):
     evaluated = module.apply(variables, IMAGE, deterministic=True)
     at_zero = module.apply(variables, IMAGE, deterministic=False, rate=0.0)
     np.testing.assert_array_equal(evaluated, at_zero)
+
+
+def test_traced_deterministic_says_to_use_the_constructor():
+    remat = nn.remat(jl.DropPath)(0.1)
+    with pytest.raises(TypeError, match=r"got a traced value: under nn.remat.*constructor"):
+        remat.apply({}, IMAGE, deterministic=True)
 
 
 def test_call_time_rate_is_checked_like_the_functional_op():
