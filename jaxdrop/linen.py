@@ -103,6 +103,8 @@ class DropBlock(nn.Module):
         expectation, overlaps and borders included).
       normalize: "batch" (default), "example", "expected" or "none".
       eps: keeps a fully dropped tensor from dividing by zero (default 1e-6).
+      recompute_mask: redraw the mask in the backward pass instead of keeping it (default
+        False): less activation memory, twice the mask work; no ``jax.jvp``.
       deterministic: if True, return the input unchanged; if None (default), it must be
         passed at call time.
       rng_collection: the rng stream that masks are drawn from (default "dropout").
@@ -125,6 +127,7 @@ class DropBlock(nn.Module):
     calibration: str = "paper"
     normalize: str = "batch"
     eps: float = 1e-6
+    recompute_mask: bool = False
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
@@ -154,6 +157,7 @@ class DropBlock(nn.Module):
             calibration=self.calibration,
             normalize=self.normalize,
             eps=self.eps,
+            recompute_mask=self.recompute_mask,
         )
 
 

@@ -120,6 +120,8 @@ class DropBlock(_RandomModule):
       calibration: "paper" (default) or "exact" (drops ``rate`` in expectation).
       normalize: "batch" (default), "example", "expected" or "none".
       eps: keeps a fully dropped tensor from dividing by zero (default 1e-6).
+      recompute_mask: redraw the mask in the backward pass instead of keeping it (default
+        False): less activation memory, twice the mask work; no ``jax.jvp``.
       deterministic: if True, return the input unchanged (default False: training).
       rng_collection: the stream of ``rngs`` that masks are drawn from (default "dropout").
       rngs: an ``nnx.Rngs`` or ``nnx.RngStream``; required unless the module only evaluates.
@@ -147,6 +149,7 @@ class DropBlock(_RandomModule):
         calibration: str = "paper",
         normalize: str = "batch",
         eps: float = 1e-6,
+        recompute_mask: bool = False,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
         rngs: RngsArg = None,
@@ -159,6 +162,7 @@ class DropBlock(_RandomModule):
         self.calibration = dropspec.check_choice("calibration", calibration)
         self.normalize = dropspec.check_choice("normalize", normalize)
         self.eps = dropspec.check_eps(eps)
+        self.recompute_mask = dropspec.check_bool("recompute_mask", recompute_mask)
         self._init_random(deterministic, rng_collection, rngs)
 
     def __call__(
@@ -187,6 +191,7 @@ class DropBlock(_RandomModule):
             calibration=self.calibration,
             normalize=self.normalize,
             eps=self.eps,
+            recompute_mask=self.recompute_mask,
         )
 
 

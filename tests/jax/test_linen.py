@@ -514,6 +514,20 @@ def test_traced_deterministic_says_to_use_the_constructor():
         remat.apply({}, IMAGE, deterministic=True)
 
 
+def test_recompute_mask_gives_the_same_output_and_gradient():
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 8, 8, 4)), jnp.float32)
+
+    def value_and_grad(recompute_mask):
+        layer = jl.DropBlock(0.3, 3, recompute_mask=recompute_mask, deterministic=False)
+        f = lambda x: jnp.sum(layer.apply({}, x, rngs={"dropout": KEYS[0]}) * x)
+        return jax.jit(jax.value_and_grad(f))(x)
+
+    (kept_value, kept_grad), (redrawn_value, redrawn_grad) = map(value_and_grad, (False, True))
+    np.testing.assert_array_equal(kept_value, redrawn_value)
+    np.testing.assert_array_equal(kept_grad, redrawn_grad)
+    assert "recompute_mask = True" in repr(jl.DropBlock(0.1, 3, recompute_mask=True))
+
+
 def test_call_time_rate_is_checked_like_the_functional_op():
     with pytest.raises(ValueError, match=r"`rate` must be in \[0, 1\], got 1.5"):
         jl.DropPath(0.1).apply({}, IMAGE, deterministic=False, rate=1.5)

@@ -346,6 +346,19 @@ def test_rngs_without_the_stream_is_an_error():
     assert not _is_zero(layer(jnp.ones((64, 1))))
 
 
+def test_recompute_mask_gives_the_same_output_and_gradient():
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 8, 8, 4)), jnp.float32)
+
+    def value_and_grad(recompute_mask):
+        layer = jn.DropBlock(0.3, 3, recompute_mask=recompute_mask, rngs=nnx.Rngs(dropout=0))
+        loss = lambda layer, x: jnp.sum(layer(x) * x)
+        return nnx.jit(nnx.value_and_grad(loss, argnums=1))(layer, x)
+
+    (kept_value, kept_grad), (redrawn_value, redrawn_grad) = map(value_and_grad, (False, True))
+    np.testing.assert_array_equal(kept_value, redrawn_value)
+    np.testing.assert_array_equal(kept_grad, redrawn_grad)
+
+
 def test_constructor_checks_its_arguments():
     with pytest.raises(ValueError, match=r"`rate` must be in \[0, 1\], got 1.5"):
         jn.DropBlock(1.5, 3)
