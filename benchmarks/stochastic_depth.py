@@ -14,16 +14,15 @@ the same model with the same rates, as a jitted gradient step:
    linearly to 0.5 with random keys, against the expected saving: the mean drop rate is the
    expected fraction of branch compute skipped (28% for ``depth_rates(0.5, 8)``).
 
-Each timing is the median over runs interleaved A, B, A, B, ... after warm-up, so that drifts
-in machine load hit both sides alike; a run is a fixed sequence of steps (with random keys, the
-same keys for A and B). The speed-up of the fastest runs is printed too: on a shared machine it
-is the steadier estimate of what skipping saves.
+Each timing is the median over runs interleaved A, B, A, B, ... after warm-up (the shared
+``benchmarks/_harness.py``), so that drifts in machine load hit both sides alike; a run is a
+fixed sequence of steps (with random keys, the same keys for A and B).
 
 Memory allocator: before importing jax the script re-executes itself with
 ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184
-MALLOC_TOP_PAD_=1073741824`` unless they are already set. Otherwise glibc returns the large
-step buffers to the OS after each step and page-faults them back in on the next, which makes
-CPU timings bimodal.
+MALLOC_TOP_PAD_=1073741824`` unless they are already set (``_harness.quiet_allocator``).
+Otherwise glibc returns the large step buffers to the OS after each step and page-faults them
+back in on the next, which makes CPU timings bimodal.
 
 Usage::
 
@@ -36,51 +35,28 @@ from __future__ import annotations
 import os
 import sys
 
-MALLOC_SETTINGS = {
-    "MALLOC_MMAP_THRESHOLD_": "4294967296",
-    "MALLOC_TRIM_THRESHOLD_": "17179869184",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
+from _harness import interleaved, machine_line, markdown_table, quiet_allocator
 
-if __name__ == "__main__" and any(name not in os.environ for name in MALLOC_SETTINGS):
-    # glibc reads these once, at start-up: set them, then start again.
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**MALLOC_SETTINGS, **os.environ})
+if __name__ == "__main__":
+    quiet_allocator()  # glibc reads its settings at start-up: before jax is imported.
 
-# Run from a checkout: import the jaxdrop next to this script, installed or not.
+# Run from a checkout too: import the jaxdrop next to this script, installed or not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import dataclasses
 
-import flax  # noqa: E402
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jaxdrop  # noqa: E402
-from jaxdrop import linen as jl  # noqa: E402
+import jaxdrop
+from jaxdrop import linen as jl
 
 BLOCKS, BATCH, WIDTH = 8, 512, 256
 HALF_DROPPED = np.arange(BLOCKS) % 2 == 1  # blocks 1, 3, 5, 7 are dropped
-
-
-def interleaved_times(runs: dict[str, Callable[[], None]], repeats: int, warmup: int):
-    """Seconds of each call of each run, timed A, B, A, B, ... after ``warmup`` rounds."""
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    seconds = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
 
 
 def _mlp_branch(weights):
@@ -193,11 +169,12 @@ FULL = Plan(repeats=25, warmup=2, fixed_steps=2, random_steps=12)
 
 
 def _runner(step, args_per_step):
-    """A run: ``step`` once per argument tuple, waiting for the results."""
+    """A run: ``step`` once per argument tuple; returns the last result (the harness waits)."""
 
     def run():
-        for args in args_per_step:
+        for args in args_per_step[:-1]:
             jax.block_until_ready(step(*args))
+        return step(*args_per_step[-1])
 
     return run
 
@@ -215,19 +192,11 @@ def batch_skip_fraction(keys, rates) -> float:
     return float(np.mean(dropped))
 
 
-def compare(name: str, runs: dict, plan: Plan, steps: int, note: str = "") -> dict:
-    """Times ``runs["batch"]`` against ``runs["row"]``: medians in milliseconds per step, and
-    the speed-up of the medians and of the fastest runs (less sensitive to a busy machine)."""
-    times = interleaved_times(runs, plan.repeats, plan.warmup)
-    median = {mode: statistics.median(values) for mode, values in times.items()}
-    return {
-        "name": name,
-        "batch_ms": 1e3 * median["batch"] / steps,
-        "row_ms": 1e3 * median["row"] / steps,
-        "speedup": median["row"] / median["batch"],
-        "min_speedup": min(times["row"]) / min(times["batch"]),
-        "note": note,
-    }
+def compare(name: str, runs: dict, plan: Plan, steps: int, note: str = "") -> list:
+    """A table row: median milliseconds per step of ``runs["batch"]`` and ``runs["row"]``."""
+    median = interleaved(runs, repeats=plan.repeats, warmup=plan.warmup)
+    batch, row = median["batch"] / steps, median["row"] / steps
+    return [name, batch, row, f"{row / batch:.2f}x", note]
 
 
 def expected_note(rates, keys=None) -> str:
@@ -240,7 +209,7 @@ def expected_note(rates, keys=None) -> str:
     return note
 
 
-def linen_rows(plan: Plan, depth_rates) -> list[dict]:
+def linen_rows(plan: Plan, depth_rates) -> list[list]:
     x = _normal(0, (BATCH, WIDTH))
     optimizer = optax.sgd(1e-3)
     half = jnp.where(jnp.asarray(HALF_DROPPED), 1.0, 0.0)
@@ -262,7 +231,7 @@ def linen_rows(plan: Plan, depth_rates) -> list[dict]:
     return rows
 
 
-def functional_rows(plan: Plan, depth_rates) -> list[dict]:
+def functional_rows(plan: Plan, depth_rates) -> list[list]:
     params = functional_params(1)
     x = _normal(0, (BATCH, WIDTH))
     keep = jnp.asarray(~HALF_DROPPED)
@@ -293,42 +262,22 @@ def functional_rows(plan: Plan, depth_rates) -> list[dict]:
     ]
 
 
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    device = jax.devices()[0]
-    return (
-        f"{cores} cores, jax {jax.__version__}, flax {flax.__version__}, "
-        f"backend {jax.default_backend()} ({device.device_kind})"
-    )
-
-
-def print_table(rows) -> None:
-    print(
-        f"{'step':<44} {'batch (skip)':>12} {'row (mask)':>11} {'speed-up':>9} {'(min)':>6}  note"
-    )
-    for row in rows:
-        print(
-            f"{row['name']:<44} {row['batch_ms']:>9.1f} ms {row['row_ms']:>8.1f} ms "
-            f"{row['speedup']:>8.2f}x {row['min_speedup']:>5.2f}x  {row['note']}"
-        )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (about a minute)")
     plan = QUICK if parser.parse_args().quick else FULL
     depth_rates = jnp.asarray(jaxdrop.schedules.depth_rates(0.5, BLOCKS), jnp.float32)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_line()}, load average {os.getloadavg()[0]:.1f}")
     print(
         f"residual MLP: {BLOCKS} blocks, batch {BATCH}, width {WIDTH}, 3 matmuls per branch; "
-        f"median of {plan.repeats} interleaved runs after {plan.warmup} warm-up; "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"median of {plan.repeats} interleaved runs after {plan.warmup} warm-up\n"
     )
     functional = functional_rows(plan, depth_rates)
-    print_table(linen_rows(plan, depth_rates) + functional)
-    fixed = functional[0]["speedup"]
+    header = ["step", "batch mode (skip) ms", "row mode (mask) ms", "speed-up", "note"]
+    print(markdown_table(header, linen_rows(plan, depth_rates) + functional))
+    fixed = functional[0][2] / functional[0][1]
     verdict = "meets" if fixed >= 1.8 else "MISSES"
-    print(f"skipping half of the branches is {fixed:.2f}x faster than masking: {verdict} 1.8x")
+    print(f"\nskipping half of the branches is {fixed:.2f}x faster than masking: {verdict} 1.8x")
     return 0
 
 
