@@ -39,8 +39,8 @@ def depth_rates(final_rate: float, num_blocks, rule: str = "huang"):
     Example:
       >>> depth_rates(0.5, 4)
       [0.125, 0.25, 0.375, 0.5]
-      >>> depth_rates(0.3, [2, 2], rule="linspace")
-      [[0.0, 0.1], [0.2, 0.3]]
+      >>> depth_rates(0.75, [2, 2], rule="linspace")
+      [[0.0, 0.25], [0.5, 0.75]]
     """
     final_rate = check_rate(final_rate, "final_rate")
     if final_rate is None:
