@@ -1,0 +1,18 @@
+"""Parity tests: jaxdrop and torchdrop (and the peers) on identical draws."""
+
+from __future__ import annotations
+
+import jax
+
+from parity_tests import tolerances
+
+jax.config.update("jax_platforms", "cpu")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not tolerances.WORST:
+        return
+    terminalreporter.section("parity: worst relative error observed")
+    for (row, kind), error in sorted(tolerances.WORST.items()):
+        rtol, _ = tolerances.TOLERANCES[row][kind]
+        terminalreporter.write_line(f"{row:>14} {kind:<6} {error:.3g} (rtol {rtol:.3g})")
