@@ -59,13 +59,14 @@ def assert_close(actual, expected, row: str, kind: str = "output", what: str = "
     assert np.array_equal(actual[np.isinf(actual)], expected[np.isinf(expected)]), label
     rtol, atol = TOLERANCES[row][kind]
     finite = np.isfinite(expected)
-    excess = np.abs(actual - expected)[finite] - (atol + rtol * np.abs(expected[finite]))
+    a, e = actual[finite], expected[finite]
+    excess = np.abs(a - e) - (atol + rtol * np.abs(e))
     error = relative_error(actual, expected)
     WORST[(row, kind)] = max(WORST.get((row, kind), 0.0), error)
     if excess.size and excess.max() > 0:
         index = int(np.argmax(excess))
         raise AssertionError(
             f"{label}: {int((excess > 0).sum())} of {excess.size} values differ beyond "
-            f"rtol={rtol:g}, atol={atol:g}; worst: {actual[finite][index]!r} vs "
-            f"{expected[finite][index]!r}; max relative error {error:.3g}"
+            f"rtol={rtol:g}, atol={atol:g}; worst: {a[index]!r} vs {e[index]!r}; "
+            f"max relative error {error:.3g}"
         )
