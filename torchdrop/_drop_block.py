@@ -192,10 +192,12 @@ def _expand_seeds(seeds: torch.Tensor, geometry: dropspec.BlockGeometry) -> torc
     pads = []
     for k in reversed(geometry.block):  # F.pad lists the last dim first.
         pads.extend(dropspec.dilation_padding(k, geometry.seed_region))
-    dropped = torch.nn.functional.pad(seeds, pads)
+    # Padded and ORed as uint8, not bool: Inductor's CPU code generator (torch 2.13) fails to
+    # compile a padded bool tensor fused with a following convolution's kernels.
+    dropped = torch.nn.functional.pad(seeds.to(torch.uint8), pads)
     for dim, k in enumerate(geometry.block, start=2):
         dropped = _window_any(dropped, dim, k)
-    return dropped
+    return dropped != 0
 
 
 def _cover_counts(geometry: dropspec.BlockGeometry, device) -> torch.Tensor:
