@@ -50,6 +50,15 @@ def _redraw(seed: int, shape, dtype, p: float) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype).bernoulli_(p).bool()
 
 
+def _peer_seeds(seed: int, x, rate: float, block: int, *, share=False, region="valid"):
+    """The seeds a peer drew after ``torch.manual_seed(seed)``: Bernoulli over ``region``'s
+    seed positions, with the valid-seeding paper gamma that both peers compute."""
+    shape = torchdrop.drop_block_seed_shape(
+        x.shape, block, share_channels=share, seed_region=region
+    )
+    return _redraw(seed, shape, x.dtype, torchdrop.drop_block_gamma(x.shape, rate, block))
+
+
 def _compare(ours, theirs, dtype: str, what: str):
     ours, theirs = helpers.to_numpy(ours), helpers.to_numpy(theirs)
     np.testing.assert_array_equal(ours != 0, theirs != 0, err_msg=f"{what}: masks differ")
@@ -68,8 +77,7 @@ def test_torchvision_drop_block2d(torchvision_drop_block, h, w, block, p):
     torch.manual_seed(17)
     theirs = torchvision_drop_block.drop_block2d(x, p, block, eps=1e-6)
     k = min(block, h, w)  # torchvision clips one size for both axes.
-    shape = torchdrop.drop_block_seed_shape(x.shape, k)
-    seeds = _redraw(17, shape, x.dtype, torchdrop.drop_block_gamma(x.shape, p, k))
+    seeds = _peer_seeds(17, x, p, k)
     ours = torchdrop.drop_block(x, p, k, seeds=seeds, eps=1e-6)
     _compare(ours, theirs, "float32", f"torchvision drop_block2d {h}x{w} k={block}")
 
@@ -80,8 +88,7 @@ def test_torchvision_drop_block3d(torchvision_drop_block, shape, block):
     torch.manual_seed(5)
     theirs = torchvision_drop_block.drop_block3d(x, 0.3, block, eps=1e-6)
     k = min(block, *shape)
-    seeds = _redraw(5, torchdrop.drop_block_seed_shape(x.shape, k), x.dtype,
-                    torchdrop.drop_block_gamma(x.shape, 0.3, k))  # fmt: skip
+    seeds = _peer_seeds(5, x, 0.3, k)
     ours = torchdrop.drop_block(x, 0.3, k, seeds=seeds, eps=1e-6)
     _compare(ours, theirs, "float32", f"torchvision drop_block3d {shape} k={block}")
 
@@ -93,8 +100,7 @@ def test_torchvision_drop_block2d_half(torchvision_drop_block, dtype):
     x = _input((2, 3, 9, 8), dtype)
     torch.manual_seed(3)
     theirs = torchvision_drop_block.drop_block2d(x, 0.3, 3)
-    seeds = _redraw(3, torchdrop.drop_block_seed_shape(x.shape, 3), x.dtype,
-                    torchdrop.drop_block_gamma(x.shape, 0.3, 3))  # fmt: skip
+    seeds = _peer_seeds(3, x, 0.3, 3)
     _compare(torchdrop.drop_block(x, 0.3, 3, seeds=seeds), theirs, dtype, "torchvision half")
 
 
@@ -105,8 +111,7 @@ def test_torchvision_float16_overflow(torchvision_drop_block):
     torch.manual_seed(11)
     theirs = torchvision_drop_block.drop_block2d(x, 0.05, 3)
     assert (theirs == 0).all(), "torchvision no longer overflows: update this test"
-    seeds = _redraw(11, torchdrop.drop_block_seed_shape(x.shape, 3), x.dtype,
-                    torchdrop.drop_block_gamma(x.shape, 0.05, 3))  # fmt: skip
+    seeds = _peer_seeds(11, x, 0.05, 3)
     ours = torchdrop.drop_block(x, 0.05, 3, seeds=seeds)
     torch.manual_seed(11)
     reference = torchvision_drop_block.drop_block2d(x.float(), 0.05, 3)
@@ -125,11 +130,7 @@ def test_timm_drop_block_2d(timm, h, w, block, couple_channels):
     x = _input((3, 4, h, w), "float32")
     torch.manual_seed(23)
     theirs = timm.drop_block_2d(x, 0.2, block, couple_channels=couple_channels)
-    shape = torchdrop.drop_block_seed_shape(
-        x.shape, block, share_channels=couple_channels, seed_region="full"
-    )
-    gamma = torchdrop.drop_block_gamma(x.shape, 0.2, block, seed_region="valid")
-    seeds = _redraw(23, shape, x.dtype, gamma)
+    seeds = _peer_seeds(23, x, 0.2, block, share=couple_channels, region="full")
     ours = torchdrop.drop_block(
         x, 0.2, block, seeds=seeds, share_channels=couple_channels, seed_region="full", eps=1e-7
     )
@@ -141,10 +142,10 @@ def test_timm_drop_block_2d_half(timm, dtype):
     x = _input((2, 3, 8, 9), dtype)
     torch.manual_seed(29)
     theirs = timm.drop_block_2d(x, 0.25, 4)
-    shape = torchdrop.drop_block_seed_shape(x.shape, 4, share_channels=True, seed_region="full")
-    seeds = _redraw(29, shape, x.dtype, torchdrop.drop_block_gamma(x.shape, 0.25, 4))
-    ours = torchdrop.drop_block(x, 0.25, 4, seeds=seeds, share_channels=True, seed_region="full",
-                                eps=1e-7)  # fmt: skip
+    seeds = _peer_seeds(29, x, 0.25, 4, share=True, region="full")
+    ours = torchdrop.drop_block(
+        x, 0.25, 4, seeds=seeds, share_channels=True, seed_region="full", eps=1e-7
+    )
     _compare(ours, theirs, dtype, "timm half")
 
 
