@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import jax
-
 from parity_tests import tolerances
-
-jax.config.update("jax_platforms", "cpu")
 
 
 def pytest_terminal_summary(terminalreporter):
