@@ -49,6 +49,13 @@ def to_numpy(value) -> np.ndarray:
     return value
 
 
+def rate_pair(value: float, kind: str):
+    """The same rate for both packages: Python floats, or float32 scalar tensor and array."""
+    if kind == "float":
+        return value, value
+    return torch.tensor(value, dtype=torch.float32), jnp.asarray(value, jnp.float32)
+
+
 def run_torch(fn, x: torch.Tensor, cotangent: torch.Tensor):
     """``fn(x)`` and the gradient of ``sum(fn(x) * cotangent)`` with respect to ``x``."""
     x = x.detach().clone().requires_grad_(True)

@@ -37,13 +37,6 @@ CALIBRATIONS = ("paper", "exact")
 RATES = (0.0, 0.1, 0.6, 1.0)
 
 
-def _rate(value: float, kind: str):
-    """The same rate for both packages: Python floats, or float32 scalar arrays/tensors."""
-    if kind == "float":
-        return value, value
-    return torch.tensor(value, dtype=torch.float32), jnp.asarray(value, jnp.float32)
-
-
 def _check(
     spatial,
     block,
@@ -72,7 +65,7 @@ def _check(
     seeds = rng.random(seed_shape) < density
     if 0 < density < 1:  # Some units dropped, some kept, whatever the draw.
         seeds.flat[0], seeds[-1] = True, False
-    rate_t, rate_j = _rate(rate, rate_kind)
+    rate_t, rate_j = helpers.rate_pair(rate, rate_kind)
 
     out_t, grad_t = helpers.run_torch(
         lambda v: torchdrop.drop_block(v, rate_t, block, seeds=torch.from_numpy(seeds), **options),

@@ -14,12 +14,6 @@ from parity_tests import helpers
 from parity_tests.tolerances import assert_close
 
 
-def _rate(value: float, kind: str):
-    if kind == "float":
-        return value, value
-    return torch.tensor(value, dtype=torch.float32), jnp.asarray(value, jnp.float32)
-
-
 def _compare(
     torch_op, jax_op, shape, *, dtype="float32", torch_kw, jax_kw, jax_dynamic=None, seed=0
 ):
@@ -68,7 +62,7 @@ def _keep(mode: str, pattern: str) -> np.ndarray:
 def test_drop_path_options(mode, scale_by_keep, rate, rate_kind):
     pattern = "mixed" if rate < 1 else "none"
     keep = _keep(mode, "all" if mode == "batch" and rate < 1 else pattern)
-    rate_t, rate_j = _rate(rate, rate_kind)
+    rate_t, rate_j = helpers.rate_pair(rate, rate_kind)
     options = dict(mode=mode, scale_by_keep=scale_by_keep)
     jax_kw, dynamic = dict(options), {"keep": jnp.asarray(keep)}
     (jax_kw if rate_kind == "float" else dynamic)["rate"] = rate_j
@@ -129,7 +123,7 @@ def test_stochastic_depth(mode, scaling, rate_kind, pattern, training):
     by lax.cond in JAX, skipped by a Python if in torch); at test time "test" scaling
     multiplies by the survival probability."""
     keep = _keep(mode, "all" if mode == "batch" and pattern == "mixed" else pattern)
-    rate_t, rate_j = _rate(0.3, rate_kind)
+    rate_t, rate_j = helpers.rate_pair(0.3, rate_kind)
     options = dict(mode=mode, scaling=scaling)
     torch_kw = dict(options, rate=rate_t, training=training)
     jax_kw = dict(options, deterministic=not training)
@@ -192,7 +186,7 @@ def test_spatial_dropout_options(scale_by_keep, rate, rate_kind):
     keep = np.array([[True, False, True], [False, False, True]])
     if rate == 1.0:
         keep[:] = False
-    rate_t, rate_j = _rate(rate, rate_kind)
+    rate_t, rate_j = helpers.rate_pair(rate, rate_kind)
     jax_kw, dynamic = dict(scale_by_keep=scale_by_keep), {"keep": jnp.asarray(keep)}
     (jax_kw if rate_kind == "float" else dynamic)["rate"] = rate_j
     _compare(
@@ -255,7 +249,7 @@ def test_uout(rate_kind, broadcast, dtype):
     rng = np.random.default_rng(7)
     noise_shape = (1, 4, 1, 1) if broadcast else shape
     noise = rng.uniform(-0.3, 0.3, noise_shape).astype(np.float32)
-    rate_t, rate_j = _rate(0.3, rate_kind)
+    rate_t, rate_j = helpers.rate_pair(0.3, rate_kind)
     jax_kw, dynamic = {}, {"noise": jnp.asarray(helpers.to_jax_layout(noise))}
     (jax_kw if rate_kind == "float" else dynamic)["rate"] = rate_j
     _compare(
