@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import operator
 
 import torch
@@ -170,14 +169,6 @@ def drop_block_gamma(
     return _gamma(rate, rate_value, geometry, calibration, device)
 
 
-def _log_keep(gamma, device) -> torch.Tensor:
-    """``log(1 - gamma)`` as float32: from float64 for a Python gamma, else in float32."""
-    if isinstance(gamma, float):
-        value = math.log1p(-gamma) if gamma < 1.0 else -math.inf
-        return torch.tensor(value, dtype=torch.float32, device=device)
-    return torch.log1p(-gamma)
-
-
 def _window_any(mask: torch.Tensor, dim: int, k: int) -> torch.Tensor:
     """``out[i] = any(mask[i:i + k])`` along ``dim``, by doubling: about log2(k) ORs."""
     covered = 1
@@ -202,25 +193,28 @@ def _expand_seeds(seeds: torch.Tensor, geometry: dropspec.BlockGeometry) -> torc
     return dropped != 0
 
 
-def _cover_counts(geometry: dropspec.BlockGeometry, device) -> torch.Tensor:
-    """``dropspec.cover_counts`` as a float32 tensor of shape ``(1, 1, *S)``."""
+def _keep_probability(gamma, geometry: dropspec.BlockGeometry, device) -> torch.Tensor:
+    """P(unit kept), ``(1 - gamma) ** n(p)``, float32 of shape ``(1, 1, *S)``: from
+    ``dropspec`` in float64 for a Python gamma (as jaxdrop), in float32 in-graph otherwise."""
     n_spatial = len(geometry.spatial)
+    if isinstance(gamma, float):
+        keep_prob = dropspec.keep_probability_map(geometry, gamma)
+        return torch.from_numpy(keep_prob).to(device).view(1, 1, *geometry.spatial)
     counts = torch.ones([1] * (n_spatial + 2), dtype=torch.float32, device=device)
     for axis, (extent, k) in enumerate(zip(geometry.spatial, geometry.block)):
         shape = [1] * (n_spatial + 2)
         shape[2 + axis] = extent
         per_axis = _host_cover_counts_1d(extent, k, geometry.seed_region)
         counts = counts * torch.tensor(per_axis, dtype=torch.float32, device=device).view(shape)
-    return counts
+    return torch.exp(counts * torch.log1p(-gamma))
 
 
-def _normalizer(keep: torch.Tensor, log_keep, geometry, normalize: str, eps: float):
+def _normalizer(keep: torch.Tensor, keep_prob, normalize: str, eps: float):
     """The factor applied to kept units (see :func:`drop_block`'s ``normalize``)."""
     if normalize == "none":
         return 1.0
     eps32 = torch.tensor(eps, dtype=torch.float32, device=keep.device)
     if normalize == "expected":
-        keep_prob = torch.exp(_cover_counts(geometry, keep.device) * log_keep)
         return 1.0 / torch.maximum(keep_prob, eps32)
     dims = tuple(range(keep.ndim)) if normalize == "batch" else tuple(range(1, keep.ndim))
     # Counting in integers is exact, and so the same in every framework and summation order.
@@ -323,6 +317,6 @@ def drop_block(
             seed_shape, gamma, generator=generator, device=x.device, channel_axis=1
         )
     keep = ~_expand_seeds(seeds, geometry)
-    log_keep = _log_keep(gamma, x.device) if normalize == "expected" else None
-    scale = _normalizer(keep, log_keep, geometry, normalize, eps)
+    keep_prob = _keep_probability(gamma, geometry, x.device) if normalize == "expected" else None
+    scale = _normalizer(keep, keep_prob, normalize, eps)
     return _common.masked_scale(x, keep, scale)

@@ -3,15 +3,12 @@ of the realised drop fraction, precision and layout."""
 
 from __future__ import annotations
 
-import functools
-import itertools
-import math
-
 import numpy as np
 import pytest
 import torch
 
 import torchdrop
+from tests.reference import drop_fraction_std, keep_probability_map, paint_blocks
 
 GEOMETRIES = [
     ((9,), (3,)),
@@ -23,28 +20,6 @@ GEOMETRIES = [
     ((4, 5, 6), (2, 3, 1)),
     ((3, 4, 5), (3, 1, 6)),
 ]
-
-
-def _covered(seed: int, position: int, extent: int, k: int, region: str) -> bool:
-    """Whether the block of ``seed`` covers ``position`` on one axis (the API's definition)."""
-    k = min(k, extent)
-    start = seed if region == "valid" else seed - k // 2
-    return start <= position <= start + k - 1
-
-
-def _reference_keep(seeds: np.ndarray, spatial, block, region) -> np.ndarray:
-    """Brute force: a unit is dropped iff some seed's block covers it on every axis."""
-    keep = np.ones(seeds.shape[:2] + tuple(spatial), dtype=bool)
-    for index in itertools.product(*(range(s) for s in seeds.shape)):
-        if not seeds[index]:
-            continue
-        for position in itertools.product(*(range(s) for s in spatial)):
-            if all(
-                _covered(s, p, e, k, region)
-                for s, p, e, k in zip(index[2:], position, spatial, block)
-            ):
-                keep[index[:2] + position] = False
-    return keep
 
 
 @pytest.mark.parametrize("region", ["valid", "full"])
@@ -61,8 +36,9 @@ def test_geometry_matches_brute_force(spatial, block, region):
         seed_region=region,
         normalize="none",
     )
-    expected = _reference_keep(seeds, spatial, block, region)
-    np.testing.assert_array_equal(out.numpy() != 0, expected)
+    clipped = [min(k, e) for k, e in zip(block, spatial)]
+    dropped = paint_blocks(np.moveaxis(seeds, 1, -1), spatial, clipped, region)
+    np.testing.assert_array_equal(out.numpy() != 0, ~np.moveaxis(dropped, -1, 1))
     assert set(np.unique(out.numpy())) <= {0.0, 1.0}
 
 
@@ -108,20 +84,6 @@ def test_batch_and_example_normalisation(share):
         np.testing.assert_array_equal(out.numpy(), expected.astype(np.float32))
 
 
-def _cover_counts(spatial, block, region) -> np.ndarray:
-    """n(p) by brute force: how many seed positions cover p."""
-    seeds_per_axis = [
-        range(s - min(k, s) + 1) if region == "valid" else range(s) for s, k in zip(spatial, block)
-    ]
-    counts = np.zeros(spatial, dtype=np.int64)
-    for position in itertools.product(*(range(s) for s in spatial)):
-        counts[position] = math.prod(
-            sum(_covered(seed, p, s, k, region) for seed in seeds)
-            for seeds, p, s, k in zip(seeds_per_axis, position, spatial, block)
-        )
-    return counts
-
-
 @pytest.mark.parametrize("calibration", ["paper", "exact"])
 @pytest.mark.parametrize("region", ["valid", "full"])
 def test_expected_normalisation_is_one_over_keep_probability(region, calibration):
@@ -139,34 +101,8 @@ def test_expected_normalisation_is_one_over_keep_probability(region, calibration
         calibration=calibration,
         normalize="expected",
     )
-    keep_prob = (1 - gamma) ** _cover_counts(spatial, block, region)
+    keep_prob = keep_probability_map(spatial, block, region, gamma)
     np.testing.assert_allclose(out[0, 0].numpy(), 1 / keep_prob, rtol=1e-6)
-
-
-def _drop_fraction_moments(spatial, block, region, gamma):
-    """Mean and variance of the dropped fraction of one map, exactly: unit p is kept with
-    probability (1 - gamma)^n(p), units p and q together with (1 - gamma)^|S(p) | S(q)|, where
-    S(p) is the set of seeds covering p (a box: one interval per axis)."""
-    intervals = []
-    for s, k in zip(spatial, block):
-        k = min(k, s)
-        p = np.arange(s)
-        if region == "valid":
-            lo, hi = np.maximum(0, p - k + 1), np.minimum(p, s - k)
-        else:
-            lo, hi = np.maximum(0, p - k + 1 + k // 2), np.minimum(s - 1, p + k // 2)
-        overlap = np.minimum(hi[:, None], hi[None, :]) - np.maximum(lo[:, None], lo[None, :]) + 1
-        intervals.append((hi - lo + 1, np.maximum(overlap, 0)))
-    # Positions flattened in C order: per-axis counts and overlaps combine by Kronecker products.
-    counts = functools.reduce(np.kron, [n for n, _ in intervals], np.ones(1))
-    both = functools.reduce(np.kron, [overlap for _, overlap in intervals], np.ones((1, 1)))
-    size = counts.size
-    log_keep = math.log1p(-gamma)
-    keep = np.exp(counts * log_keep)
-    union = counts[:, None] + counts[None, :] - both
-    keep_both = np.exp(union * log_keep)
-    covariance = keep_both - keep[:, None] * keep[None, :]
-    return 1 - keep.mean(), covariance.sum() / size**2
 
 
 @pytest.mark.parametrize(
@@ -182,11 +118,13 @@ def _drop_fraction_moments(spatial, block, region, gamma):
 )
 def test_realised_drop_fraction(spatial, block, rate, region, calibration, share):
     """The dropped fraction over many independent maps is its exact expectation within 4 sigma
-    (exact variance, overlaps included); with exact calibration that expectation is ``rate``."""
+    (``tests.reference``: exact variance, overlaps included); with exact calibration that
+    expectation is ``rate``."""
     batch, channels = 64, 8
     options = dict(seed_region=region, calibration=calibration)
     gamma = torchdrop.drop_block_gamma((1, 1, *spatial), rate, block, **options)
-    mean, variance = _drop_fraction_moments(spatial, block, region, gamma)
+    clipped = [min(k, e) for k, e in zip(block, spatial)]
+    mean = 1 - keep_probability_map(spatial, clipped, region, gamma).mean()
     if calibration == "exact":
         assert mean == pytest.approx(rate, abs=1e-9)
     g = torch.Generator().manual_seed(7)
@@ -201,7 +139,8 @@ def test_realised_drop_fraction(spatial, block, rate, region, calibration, share
     )
     maps = batch * (1 if share else channels)
     realised = float((out == 0).double().mean())
-    assert abs(realised - mean) <= 4 * math.sqrt(variance / maps), (realised, mean)
+    sigma = drop_fraction_std(spatial, clipped, region, gamma, maps)
+    assert abs(realised - mean) <= 4 * sigma, (realised, mean, sigma)
 
 
 def test_draws_only_the_seed_region():

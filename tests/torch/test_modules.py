@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
@@ -194,23 +191,3 @@ def test_schedules():
     value = ramp(torch.tensor(10))
     assert value.dtype == torch.float32 and value.shape == ()
     assert torchdrop.schedules.depth_rates(0.5, 4) == [0.125, 0.25, 0.375, 0.5]
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "torchdrop._drop_block",
-        "torchdrop._drop_path",
-        "torchdrop._stochastic_depth",
-        "torchdrop._spatial_dropout",
-        "torchdrop._cutout",
-        "torchdrop._uout",
-        "torchdrop._modules",
-        "torchdrop._draw",
-        "torchdrop.schedules",
-    ],
-)
-def test_docstring_examples(module):
-    """The examples in the docstrings run and print what they show."""
-    results = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert results.attempted > 0 and results.failed == 0
