@@ -11,10 +11,6 @@ import torch
 import dropspec
 from torchdrop import _draw
 
-SPATIAL_RANKS = (3, 4, 5)
-SPATIAL_RULE = "3, 4 or 5 (a batch dim, a channel dim and 1 to 3 spatial dims)"
-ANY_RANK = tuple(range(1, 33))
-ANY_RANK_RULE = ">= 1 (a batch dim first)"
 FLOAT16_MAX = 65504.0
 
 
@@ -26,12 +22,12 @@ def is_compiling() -> bool:
     return torch._dynamo.is_compiling()  # torch < 2.3
 
 
-def as_input(x, ranks=SPATIAL_RANKS, rule=SPATIAL_RULE) -> torch.Tensor:
-    """``x`` as a tensor of a floating dtype and one of ``ranks``."""
+def as_input(x, kind: str = "spatial") -> torch.Tensor:
+    """``x`` as a tensor of a floating dtype and a rank of ``dropspec.RANK_RULES[kind]``."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
     dropspec.check_float_dtype("x", x.dtype)
-    dropspec.check_rank("x", x.shape, ranks, rule)
+    dropspec.check_rank("x", x.shape, kind)
     return x
 
 

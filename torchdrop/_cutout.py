@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
-import numpy as np
 import torch
 
 import dropspec
 from torchdrop import _common, _draw
-
-
-def check_fill(fill) -> float:
-    if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, numbers.Real):
-        raise TypeError(f"`fill` must be a real number, got {fill!r} ({type(fill).__name__}).")
-    return float(fill)
 
 
 def center_shape(batch: int, num_holes: int, n_spatial: int) -> tuple[int, ...]:
@@ -77,7 +68,7 @@ def cutout(
     x = _common.as_input(x)
     sizes = dropspec.check_sizes(size, x.ndim - 2, name="size", minimum=0)
     num_holes = dropspec.check_positive_int("num_holes", num_holes)
-    fill = check_fill(fill)
+    fill = dropspec.check_fill(fill)
     if not _common.check_training(training):
         return x
     _common.check_source(generator, "centers", centers)

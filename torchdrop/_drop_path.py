@@ -45,7 +45,7 @@ def drop_path(
       >>> y[:, 0].tolist()
       [2.0, 0.0, 2.0, 2.0]
     """
-    x = _common.as_input(x, _common.ANY_RANK, _common.ANY_RANK_RULE)
+    x = _common.as_input(x, "batched")
     rate_value = dropspec.check_rate(rate)
     mode = dropspec.check_choice("mode", mode)
     scale_by_keep = dropspec.check_bool("scale_by_keep", scale_by_keep)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import dropspec
-from torchdrop._cutout import check_fill, cutout
+from torchdrop._cutout import cutout
 from torchdrop._drop_block import drop_block
 from torchdrop._drop_path import drop_path
 from torchdrop._spatial_dropout import spatial_dropout
@@ -309,7 +309,7 @@ class Cutout(nn.Module):
         super().__init__()
         self.size = size
         self.num_holes = dropspec.check_positive_int("num_holes", num_holes)
-        self.fill = check_fill(fill)
+        self.fill = dropspec.check_fill(fill)
         self.generator = generator
 
     def forward(self, x: torch.Tensor, *, centers: torch.Tensor | None = None) -> torch.Tensor:

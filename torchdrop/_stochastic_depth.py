@@ -112,7 +112,7 @@ def _first_leaf(args):
 def _batch_size(args) -> int:
     first = _first_leaf(args)
     shape = tuple(getattr(first, "shape", ()))
-    dropspec.check_rank("x", shape, _common.ANY_RANK, _common.ANY_RANK_RULE)
+    dropspec.check_rank("x", shape, "batched")
     return shape[0]
 
 
@@ -135,11 +135,7 @@ def apply(
 ):
     """:func:`stochastic_depth` for ``branch(*args, **kwargs)``; the batch is the first leaf's
     axis 0. ``StochasticDepth.forward`` calls this."""
-    if not callable(branch):
-        raise TypeError(
-            "`branch` must be callable (the residual branch f, called as branch(x)), "
-            f"got {type(branch).__name__}."
-        )
+    dropspec.check_branch(branch)
     rate_value = dropspec.check_rate(rate)
     mode = dropspec.check_choice("mode", mode)
     scaling = dropspec.check_choice("scaling", scaling)

@@ -38,7 +38,7 @@ def uout(
       >>> uout(torch.tensor([1.0, 2.0]), 0.5, noise=torch.tensor([0.5, -0.25])).tolist()
       [1.5, 1.5]
     """
-    x = _common.as_input(x, (0, *_common.ANY_RANK), ">= 0")
+    x = _common.as_input(x, "any")
     rate_value = dropspec.check_rate(rate)
     if not _common.check_training(training):
         return x
