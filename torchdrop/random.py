@@ -22,12 +22,18 @@ the counters are hashed in chunks of ``2**20``, which stay in the cache across t
 elementwise passes. The hash is a custom op (``torchdrop::threefry_bits``), which
 ``torch.compile`` calls as one opaque kernel: Inductor, left to inline the passes, takes time
 exponential in their depth to lower them.
+
+Under ``torch.compile``, a key tuple passed into the compiled function may change between
+calls without recompiling (its ints become symbolic inputs of the graph). :func:`split` and
+:func:`fold_in` need plain ints, so inside a compiled function each new key or ``data`` value
+they see recompiles it: derive per-step keys outside, e.g. ``step_fn(fold_in(key, step))``.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,11 +76,11 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _key_words(words, described: str) -> KeyData:
+def _key_words(words, kind: str) -> KeyData:
     if not all(map(_is_int, words)):
-        raise TypeError(f"`key` must be {_KEY_RULE}, got {described}.")
+        raise TypeError(f"`key` must be {_KEY_RULE}, got {kind} {tuple(words)!r}.")
     if len(words) != 2:
-        raise ValueError(f"`key` must be {_KEY_RULE}, got {described}.")
+        raise ValueError(f"`key` must be {_KEY_RULE}, got {kind} {tuple(words)!r}.")
     k1, k2 = (int(w) for w in words)
     if not (0 <= k1 <= _MASK32 and 0 <= k2 <= _MASK32):
         raise ValueError(f"`key` must be {_KEY_RULE}, each in [0, 2**32), got ({k1}, {k2}).")
@@ -104,7 +110,7 @@ def key_data(key) -> KeyData:
       (0, 42)
     """
     if isinstance(key, (tuple, list)):
-        return _key_words(key, f"{type(key).__name__} {tuple(key)!r}")
+        return _key_words(key, type(key).__name__)
     if isinstance(key, torch.Tensor):
         if key.dtype == torch.bool or key.dtype.is_floating_point or key.dtype.is_complex:
             raise TypeError(
@@ -119,7 +125,7 @@ def key_data(key) -> KeyData:
                 f"`key` must be {_KEY_RULE}, each in [0, 2**32), got an int32 tensor holding "
                 f"{tuple(words)}; pass key.view(torch.uint32) if it holds uint32 bits."
             )
-        return _key_words(words, f"tensor {tuple(words)}")
+        return _key_words(words, "tensor")
     dtype = getattr(key, "dtype", None)
     if dtype is not None and getattr(key, "shape", None) is not None:
         if str(dtype).startswith("key<"):
@@ -199,9 +205,8 @@ def _threefry_scalar(k1: int, k2: int, x0: int, x1: int) -> KeyData:
 
 
 def _as_int32(value: int) -> int:
-    """The int32 with the bits of ``value mod 2**32``."""
-    value &= _MASK32
-    return value - (1 << 32) if value & _SIGN_BIT else value
+    """The int32 with the bits of ``value mod 2**32`` (branch-free: ``value`` may be symbolic)."""
+    return ((value + _SIGN_BIT) & _MASK32) - _SIGN_BIT
 
 
 def _rounds_int32_(
@@ -298,6 +303,13 @@ def threefry2x32(key, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor,
     return _to_uint32_values(y0), _to_uint32_values(y1)
 
 
+def _concrete(words: KeyData) -> KeyData:
+    """The key as plain ints. Under ``torch.compile`` an int that changed between calls is
+    symbolic, and 20 rounds of threefry on it would build expressions too large to trace:
+    ``operator.index`` makes Dynamo specialize it (guarded) instead."""
+    return operator.index(words[0]), operator.index(words[1])
+
+
 def split(key, num: int = 2) -> tuple[KeyData, ...]:
     """``num`` new keys, equal to ``jax.random.split(key, num)`` (partitionable threefry).
 
@@ -317,10 +329,10 @@ def split(key, num: int = 2) -> tuple[KeyData, ...]:
       >>> random.split(random.key(0))
       ((1797259609, 2579123966), (928981903, 3453687069))
     """
-    k1, k2 = key_data(key)
+    k1, k2 = _concrete(key_data(key))
     if not _is_int(num) or num < 0:
         raise ValueError(f"`num` must be an int >= 0, got {num!r}.")
-    num = int(num)
+    num = operator.index(num)
     if num <= _PYTHON_SPLIT_LIMIT:
         return tuple(_threefry_scalar(k1, k2, 0, i) for i in range(num))
     high, low = threefry2x32((k1, k2), torch.zeros(num, dtype=torch.int64), torch.arange(num))
@@ -345,14 +357,14 @@ def fold_in(key, data: int) -> KeyData:
       >>> random.fold_in(random.key(0), 1)
       (928981903, 3453687069)
     """
-    k1, k2 = key_data(key)
+    k1, k2 = _concrete(key_data(key))
     if not _is_int(data):
         raise TypeError(
             f"`data` must be an int in [0, 2**32), got {data!r} ({type(data).__name__})."
         )
     if not 0 <= data <= _MASK32:
         raise ValueError(f"`data` must be an int in [0, 2**32) (a uint32), got {int(data)}.")
-    return _threefry_scalar(k1, k2, 0, int(data))
+    return _threefry_scalar(k1, k2, 0, operator.index(data))
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,13 +510,18 @@ def bernoulli(key, p, shape: Sequence[int], *, device=None) -> torch.Tensor:
       >>> random.bernoulli(random.key(0), 0.5, (6,)).tolist()
       [False, False, True, True, False, True]
     """
+    shape = _check_shape(shape)
     limit, always = threshold(p)
     if isinstance(always, bool):
-        shape = _check_shape(shape)
         if always or limit == 0:
             key_data(key)
             return torch.full(shape, always, dtype=torch.bool, device=device)
         return _bits_int32(key, shape, device, flip_sign=True) < _as_int32(limit ^ _SIGN_BIT)
+    if not _broadcasts_to(tuple(always.shape), shape):
+        raise ValueError(
+            f"`p` must be a number or a tensor broadcastable to `shape` {shape}, "
+            f"got shape {tuple(always.shape)}."
+        )
     flipped = _bits_int32(key, shape, device, flip_sign=True)
     # limit < 2**32 - 2**8 here, so `limit - 2**31` fits in int32: compare in the signed order.
     signed_limit = (limit.to(flipped.device) - _SIGN_BIT).to(torch.int32)
@@ -533,6 +550,13 @@ def uniform(key, shape: Sequence[int], *, device=None) -> torch.Tensor:
     return mantissa.to(torch.float32).mul_(2.0**-23)
 
 
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` without changing it."""
+    return len(shape) <= len(target) and all(
+        s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
+    )
+
+
 def _check_extent(extent, shape: tuple[int, ...]):
     rule = "an int, or ints broadcastable to `shape`, each in [1, 2**31)"
     if isinstance(extent, torch.Tensor):
@@ -551,11 +575,7 @@ def _check_extent(extent, shape: tuple[int, ...]):
         if array.size and not (array.min() >= 1 and array.max() < 2**31):
             raise ValueError(f"`extent` must be {rule}, got {array.tolist()!r}.")
         values = torch.as_tensor(array.astype(np.int64))
-    try:
-        fits = torch.broadcast_shapes(tuple(values.shape), shape) == shape
-    except RuntimeError:
-        fits = False
-    if not fits:
+    if not _broadcasts_to(tuple(values.shape), shape):
         raise ValueError(
             f"`extent` must be {rule}, got shape {tuple(values.shape)} for `shape` {shape}."
         )

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-jax = pytest.importorskip("jax", reason="the reference for torchdrop.random is jax.random")
-jnp = pytest.importorskip("jax.numpy")
-hypothesis = pytest.importorskip("hypothesis")
+jax = pytest.importorskip("jax", reason="jax.random is the reference torchdrop.random must match")
+pytest.importorskip("hypothesis", reason="the property test needs hypothesis")
+import jax.numpy as jnp  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from jax.extend.random import threefry2x32_p  # noqa: E402
+from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
 
 from jaxdrop import random as jr  # noqa: E402
 from torchdrop import random as tr  # noqa: E402
@@ -399,6 +406,11 @@ def test_bernoulli_per_row_probabilities_match_jaxdrop():
     )
 
 
+def test_bernoulli_refuses_p_that_would_change_the_shape():
+    with pytest.raises(ValueError, match=r"`p` must be .* `shape` \(4,\), got shape \(3, 1\)\."):
+        tr.bernoulli((0, 0), torch.full((3, 1), 0.5), (4,))
+
+
 @pytest.mark.parametrize("limit", (1, 2**24, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 2**8, 2**32 - 1))
 def test_bernoulli_compares_the_bits_unsigned(limit):
     """Thresholds around int32's sign bit, where a signed comparison would go wrong."""
@@ -499,3 +511,51 @@ def test_bernoulli_under_torch_compile_fullgraph_matches_jaxdrop():
     np.testing.assert_array_equal(
         by_tensor.numpy(), np.asarray(jr.bernoulli(jax_key, jnp.float32(0.6), shape))
     )
+
+
+def test_changing_key_tuple_under_torch_compile_neither_recompiles_nor_drifts():
+    torch._dynamo.reset()
+    shape = (4, 33)
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(
+        lambda key: tr.bernoulli(key, 0.3, shape), fullgraph=True, backend=counter
+    )
+    for seed in (0, 1, 2**31 + 3, 2**32 - 1, 77):
+        jax_key = jax.random.fold_in(jax.random.key(9), seed)
+        got = compiled(tr.fold_in(tr.key(9), seed))
+        np.testing.assert_array_equal(got.numpy(), np.asarray(jr.bernoulli(jax_key, 0.3, shape)))
+    # The first call compiles, the second marks the ints dynamic; no more after that.
+    assert counter.frame_count == 2
+
+
+_COMPILED_FOLD_IN = """
+import json, torch
+from torchdrop import random as tr
+compiled = torch.compile(lambda step: tr.bits(tr.fold_in((11, 12), step), (9,)), fullgraph=True)
+print(json.dumps([compiled(step).tolist() for step in range(3)]))
+"""
+
+
+def test_fold_in_inside_torch_compile_specializes_instead_of_tracing_symbolically():
+    """Step 1 makes `step` symbolic: threefry traced on symbolic ints would never finish.
+
+    Run in a subprocess, so that a regression fails on the time limit instead of hanging.
+    """
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILED_FOLD_IN],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    key = jnp.asarray([11, 12], jnp.uint32)
+    want = [_jax_bits(jax.random.fold_in(key, step), (9,)).tolist() for step in range(3)]
+    assert got == want
