@@ -118,7 +118,7 @@ def main() -> None:
         for name_a, a, name_b, b in _rows(n):
             median_a, median_b = interleaved_medians(a, b, repeats)
             print(
-                f"{n:>9.0e}  {name_a:<15} {median_a * 1e3:>8.2f}  {name_b:<14} "
+                f"{n:>9.2g}  {name_a:<15} {median_a * 1e3:>8.2f}  {name_b:<14} "
                 f"{median_b * 1e3:>8.2f}  {median_a / median_b:>6.2f}"
             )
 
