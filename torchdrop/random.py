@@ -42,6 +42,7 @@ import torch
 import dropspec
 
 __all__ = [
+    "below_threshold",
     "bernoulli",
     "bits",
     "fold_in",
@@ -74,6 +75,10 @@ _KEY_RULE = "a pair of uint32 values (jax.random.key_data(key))"
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_int_dtype(dtype: torch.dtype) -> bool:
+    return not (dtype == torch.bool or dtype.is_floating_point or dtype.is_complex)
 
 
 def _key_words(words, kind: str) -> KeyData:
@@ -112,7 +117,7 @@ def key_data(key) -> KeyData:
     if isinstance(key, (tuple, list)):
         return _key_words(key, type(key).__name__)
     if isinstance(key, torch.Tensor):
-        if key.dtype == torch.bool or key.dtype.is_floating_point or key.dtype.is_complex:
+        if not _is_int_dtype(key.dtype):
             raise TypeError(
                 f"`key` must be {_KEY_RULE}, got a tensor of dtype "
                 f"{dropspec.dtype_name(key.dtype)}; pass an integer tensor."
@@ -234,7 +239,7 @@ def _rounds_int32_(
 def _counter_dtype_check(name: str, tensor) -> None:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"`{name}` must be an integer tensor, got {type(tensor).__name__}.")
-    if tensor.dtype == torch.bool or tensor.dtype.is_floating_point or tensor.dtype.is_complex:
+    if not _is_int_dtype(tensor.dtype):
         raise TypeError(
             f"`{name}` must be an integer tensor, got dtype {dropspec.dtype_name(tensor.dtype)}."
         )
@@ -511,20 +516,75 @@ def bernoulli(key, p, shape: Sequence[int], *, device=None) -> torch.Tensor:
       [False, False, True, True, False, True]
     """
     shape = _check_shape(shape)
-    limit, always = threshold(p)
+    limits = threshold(p)
+    p_shape = tuple(limits[1].shape) if isinstance(limits[1], torch.Tensor) else ()
+    if not _broadcasts_to(p_shape, shape):
+        raise ValueError(
+            f"`p` must be a number or a tensor broadcastable to `shape` {shape}, "
+            f"got shape {p_shape}."
+        )
+    return below_threshold(key, limits, shape, device=device)
+
+
+def _check_limits(limits, shape: tuple[int, ...]):
+    """``(limit, always)`` as Python ``(int, bool)``, or as broadcastable tensors."""
+    rule = "a (threshold, always) pair from threshold(p)"
+    if not (isinstance(limits, (tuple, list)) and len(limits) == 2):
+        raise TypeError(f"`limits` must be {rule}, got {limits!r}.")
+    limit, always = limits
+    if not isinstance(limit, torch.Tensor) and not isinstance(always, torch.Tensor):
+        if not (_is_int(limit) and isinstance(always, (bool, np.bool_))):
+            raise TypeError(f"`limits` must be {rule}, got ({limit!r}, {always!r}).")
+        if not 0 <= limit <= _MASK32:
+            raise ValueError(f"`limits` must be {rule}: a threshold in [0, 2**32), got {limit}.")
+        return limit, bool(always)
+    limit, always = torch.as_tensor(limit), torch.as_tensor(always)
+    if not _is_int_dtype(limit.dtype):
+        kind = dropspec.dtype_name(limit.dtype)
+        raise TypeError(f"`limits` must be {rule}: an integer threshold, got dtype {kind}.")
+    if always.dtype != torch.bool:
+        kind = dropspec.dtype_name(always.dtype)
+        raise TypeError(f"`limits` must be {rule}: a bool `always`, got dtype {kind}.")
+    for part in (limit, always):
+        if not _broadcasts_to(tuple(part.shape), shape):
+            raise ValueError(
+                f"`limits` must broadcast to `shape` {shape}, got shape {tuple(part.shape)}."
+            )
+    return limit, always
+
+
+def below_threshold(key, limits, shape: Sequence[int], *, device=None) -> torch.Tensor:
+    """:func:`bernoulli` from a ``(threshold, always)`` pair made earlier by :func:`threshold`.
+
+    Equal to ``jaxdrop.random.below_threshold``. Computing the pair first lets a caller convert
+    a Python-float probability exactly, in float64, and pass it on as data.
+
+    Args:
+      key: a threefry key (see :func:`key_data`).
+      limits: ``(threshold, always)``: Python ``(int, bool)``, the threshold in ``[0, 2**32)``,
+        or an int64 tensor and a bool tensor, each broadcastable to ``shape`` (tensor
+        thresholds are not range-checked).
+      shape: the output shape, a sequence of ints >= 0.
+      device: where to compute; default torch's default device (CPU unless changed).
+
+    Returns:
+      A bool tensor of ``shape``: ``bits(key, shape) < threshold``, or True where ``always``.
+
+    Example:
+      >>> from torchdrop import random
+      >>> random.below_threshold(random.key(0), random.threshold(0.5), (6,)).tolist()
+      [False, False, True, True, False, True]
+    """
+    shape = _check_shape(shape)
+    limit, always = _check_limits(limits, shape)
     if isinstance(always, bool):
         if always or limit == 0:
             key_data(key)
             return torch.full(shape, always, dtype=torch.bool, device=device)
         return _bits_int32(key, shape, device, flip_sign=True) < _as_int32(limit ^ _SIGN_BIT)
-    if not _broadcasts_to(tuple(always.shape), shape):
-        raise ValueError(
-            f"`p` must be a number or a tensor broadcastable to `shape` {shape}, "
-            f"got shape {tuple(always.shape)}."
-        )
     flipped = _bits_int32(key, shape, device, flip_sign=True)
-    # limit < 2**32 - 2**8 here, so `limit - 2**31` fits in int32: compare in the signed order.
-    signed_limit = (limit.to(flipped.device) - _SIGN_BIT).to(torch.int32)
+    # A threshold below 2**32 less 2**31 fits in int32: compare in the signed order.
+    signed_limit = (limit.to(flipped.device, torch.int64) - _SIGN_BIT).to(torch.int32)
     return (flipped < signed_limit) | always.to(flipped.device)
 
 
@@ -560,7 +620,7 @@ def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
 def _check_extent(extent, shape: tuple[int, ...]):
     rule = "an int, or ints broadcastable to `shape`, each in [1, 2**31)"
     if isinstance(extent, torch.Tensor):
-        if extent.dtype == torch.bool or extent.dtype.is_floating_point or extent.dtype.is_complex:
+        if not _is_int_dtype(extent.dtype):
             kind = dropspec.dtype_name(extent.dtype)
             raise TypeError(f"`extent` must be {rule}, got a tensor of dtype {kind}.")
         values = extent

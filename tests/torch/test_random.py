@@ -406,6 +406,47 @@ def test_bernoulli_per_row_probabilities_match_jaxdrop():
     )
 
 
+@pytest.mark.parametrize("p", PROBABILITIES)
+def test_below_threshold_matches_jaxdrop_for_python_and_tensor_limits(keys, p):
+    jax_key, torch_key = keys
+    shape = (13, 17, 3)
+    want = np.asarray(jr.below_threshold(jax_key, jr.threshold(p), shape))
+    limit, always = tr.threshold(p)
+    np.testing.assert_array_equal(
+        tr.below_threshold(torch_key, (limit, always), shape).numpy(), want
+    )
+    as_data = (torch.tensor(limit, dtype=torch.int64), torch.tensor(always))
+    np.testing.assert_array_equal(tr.below_threshold(torch_key, as_data, shape).numpy(), want)
+
+
+@pytest.mark.parametrize(
+    ("limits", "error", "match"),
+    [
+        (
+            0.5,
+            TypeError,
+            r"`limits` must be a \(threshold, always\) pair from threshold\(p\), got 0\.5\.",
+        ),
+        ((0.5, False), TypeError, r"got \(0\.5, False\)\."),
+        ((2**32, False), ValueError, r"a threshold in \[0, 2\*\*32\), got 4294967296\."),
+        (
+            (torch.tensor(0.5), torch.tensor(False)),
+            TypeError,
+            r"an integer threshold, got dtype float32\.",
+        ),
+        ((torch.tensor(5), torch.tensor(0)), TypeError, r"a bool `always`, got dtype int64\."),
+        (
+            (torch.ones(2, dtype=torch.int64), torch.tensor(False)),
+            ValueError,
+            r"`limits` must broadcast to `shape` \(3,\), got shape \(2,\)\.",
+        ),
+    ],
+)
+def test_below_threshold_refuses_bad_limits(limits, error, match):
+    with pytest.raises(error, match=match):
+        tr.below_threshold((0, 0), limits, (3,))
+
+
 def test_bernoulli_refuses_p_that_would_change_the_shape():
     with pytest.raises(ValueError, match=r"`p` must be .* `shape` \(4,\), got shape \(3, 1\)\."):
         tr.bernoulli((0, 0), torch.full((3, 1), 0.5), (4,))
