@@ -309,9 +309,12 @@ def threefry2x32(key, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def _concrete(words: KeyData) -> KeyData:
-    """The key as plain ints. Under ``torch.compile`` an int that changed between calls is
-    symbolic, and 20 rounds of threefry on it would build expressions too large to trace:
-    ``operator.index`` makes Dynamo specialize it (guarded) instead."""
+    """The key as plain ints, for threefry in Python.
+
+    Under ``torch.compile`` an int that changed between calls is symbolic, and 20 rounds of
+    threefry on it build expressions too large to trace: ``operator.index`` makes Dynamo
+    specialize it (guarded) instead.
+    """
     return operator.index(words[0]), operator.index(words[1])
 
 
@@ -406,8 +409,10 @@ def _hash_counters(
 def _threefry_bits_op(
     k1: int, k2: int, size: int, tweak1: int, device: torch.device | None
 ) -> torch.Tensor:
-    """``y0 ^ y1`` of the counters ``0, ..., size - 1``, as int32 bits (opaque when compiled,
-    see ``_threefry2x32_op``). On CPU the counters go in chunks that keep the passes in cache.
+    """``y0 ^ y1`` of the counters ``0, ..., size - 1``, as int32 bits.
+
+    Opaque under ``torch.compile`` (see ``_threefry2x32_op``). On CPU the counters go in
+    chunks that keep the ~110 passes in cache.
     """
     device = torch.device(device) if device is not None else torch.get_default_device()
     chunk = _CPU_CHUNK if device.type == "cpu" else _MAX_CHUNK
