@@ -6,6 +6,7 @@ arithmetic, channels-first layout.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import dropspec
@@ -20,6 +21,19 @@ def is_compiling() -> bool:
     if compiler is not None and hasattr(compiler, "is_compiling"):
         return compiler.is_compiling()
     return torch._dynamo.is_compiling()  # torch < 2.3
+
+
+def on_host(tensor: torch.Tensor) -> bool:
+    """Whether eager code may do ``tensor``'s mask work in NumPy: a CPU tensor, not traced.
+
+    Masks are bytes and small next to the input they select from (a DropBlock seed map, one
+    flag per example), yet ATen forks any op above 32768 elements across its intra-op threads.
+    On a busy CPU each fork-join can wait a scheduler tick for a thread (measured on the 2-core
+    development machine under load: about 8 ms for an OR of 100K bytes, 0.05 ms alone), so
+    torchdrop runs the byte work single-threaded in NumPy (zero-copy views of CPU tensors) and
+    leaves the passes over the input to ATen's threads.
+    """
+    return tensor.device.type == "cpu" and not is_compiling()
 
 
 def as_input(x, kind: str = "spatial") -> torch.Tensor:
@@ -84,10 +98,71 @@ def narrow(result: torch.Tensor, wide_input: torch.Tensor, dtype) -> torch.Tenso
     return result.to(dtype)
 
 
-def _rescale(values, keep, scale, saturate: bool):
-    """``where(keep, values * scale, 0)`` in float32, cast back to ``values``' dtype."""
+# The integer type of each compute dtype's width: a select mask ANDs the output's bits.
+_BITS_OF = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def select_dtype(mask_numel: int, x: torch.Tensor) -> torch.dtype:
+    """The dtype of a select mask of ``mask_numel`` units for ``x``: int8 (one byte a unit,
+    widened while it is applied) for a mask near ``x``'s size; the integer width of ``x``'s
+    compute dtype for a smaller broadcast mask (per example, channel or position), so that
+    applying it is a plain in-place AND."""
+    if mask_numel * 8 <= x.numel():
+        return _BITS_OF[compute_dtype(x.dtype)]
+    return torch.int8
+
+
+def select_mask(keep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The eager form of a keep mask: -1 (all bits set) where kept, 0 where dropped, in the
+    dtype of :func:`select_dtype`. ``keep`` may be bool or a select mask already."""
+    if keep.dtype == torch.bool:
+        keep = keep.view(torch.int8).neg()
+    return keep.to(select_dtype(keep.numel(), x))
+
+
+def _zero_dropped(out: torch.Tensor, select: torch.Tensor) -> None:
+    """Sets ``out`` to +0 wherever ``select`` (-1 keep, 0 drop, broadcastable) is 0, in place.
+
+    Clearing the bits makes a dropped unit exactly +0 whatever was computed there (a -0 from a
+    negative input, a NaN from an infinite one), as a select does, in one in-place pass. When
+    the mask varies along leading dims only (DropPath, SpatialDropout on channels-first input),
+    in rows of 64 units or more, and ``out`` is a contiguous CPU tensor, only the dropped rows
+    are written (a NumPy fill, see :func:`on_host`).
+    """
+    lead = select.ndim
+    while lead > 0 and select.shape[lead - 1] == 1:
+        lead -= 1
+    if (
+        on_host(out)
+        and out.numel() >= 64 * select.numel() > 0
+        and select.ndim == out.ndim
+        and tuple(select.shape[:lead]) == tuple(out.shape[:lead])
+        and out.is_contiguous()
+    ):
+        rows = np.flatnonzero(select.numpy().reshape(-1) == 0)
+        if rows.size:
+            out.numpy().reshape(select.numel(), -1)[rows] = 0.0
+        return
+    out.view(_BITS_OF[out.dtype]).bitwise_and_(select)
+
+
+def _rescale(values, mask, scale, saturate: bool):
+    """``where(keep, values * scale, 0)`` in float32, cast back to ``values``' dtype.
+
+    ``mask`` is either the bool ``keep`` (the form ``torch.compile`` traces) or a select mask
+    from :func:`select_mask` (eager code): ``values * scale`` rounded once, then the dropped
+    units' bits cleared in place. Both give the same bits: +0 where dropped even for infinite or
+    NaN inputs, ``values * scale`` where kept. A gradient that is itself differentiated (double
+    backward) takes the bool form, which autograd can record.
+    """
     wide = widen(values)
-    out = torch.where(keep, wide * scale, 0.0)
+    if mask.dtype != torch.bool and torch.is_grad_enabled() and values.requires_grad:
+        mask = mask != 0
+    if mask.dtype == torch.bool:
+        out = torch.where(mask, wide * scale, 0.0)
+    else:
+        out = wide * scale
+        _zero_dropped(out, mask)
     if not saturate:
         return out.to(values.dtype)
     return narrow(out, wide, values.dtype)
@@ -96,24 +171,24 @@ def _rescale(values, keep, scale, saturate: bool):
 class _MaskedScale(torch.autograd.Function):
     """``where(keep, x * scale, 0)`` with the derivative ``where(keep, dx * scale, 0)``.
 
-    The backward pass keeps only the boolean ``keep`` and the small ``scale``, never a float
-    copy of the mask; no gradient flows to ``scale`` (nor to a rate behind it), and a float16
-    output clipped at its largest finite value passes its gradient straight through, as in
-    ``jaxdrop._common.masked_scale``.
+    The backward pass keeps only the mask (bool ``keep``, or its int select form) and the small
+    ``scale``, never a float copy of the mask; no gradient flows to ``scale`` (nor to a rate
+    behind it), and a float16 output clipped at its largest finite value passes its gradient
+    straight through, as in ``jaxdrop._common.masked_scale``.
     """
 
     @staticmethod
-    def forward(x, keep, scale):
-        return _rescale(x, keep, scale, saturate=True)
+    def forward(x, mask, scale):
+        return _rescale(x, mask, scale, saturate=True)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, keep, scale = inputs
+        _, mask, scale = inputs
         if isinstance(scale, torch.Tensor):
-            ctx.save_for_backward(keep, scale)
+            ctx.save_for_backward(mask, scale)
             ctx.scale = None
         else:
-            ctx.save_for_backward(keep)
+            ctx.save_for_backward(mask)
             ctx.scale = scale
 
     @staticmethod
@@ -128,12 +203,15 @@ def masked_scale(x: torch.Tensor, keep: torch.Tensor, scale) -> torch.Tensor:
 
     Args:
       x: the input, any float dtype.
-      keep: bool, broadcastable to ``x``.
+      keep: bool, broadcastable to ``x``; or, in eager code, an int8 select mask (-1 keep,
+        0 drop; see :func:`select_mask`).
       scale: a Python float or a float32 tensor broadcastable to ``x``.
 
     Returns:
       A tensor like ``x``, in ``x``'s memory format when that is channels-last.
     """
+    if not is_compiling():
+        keep = select_mask(keep, x)
     if x.ndim in (4, 5) and keep.shape == x.shape:
         # A full-size contiguous mask would otherwise decide the output's layout.
         layout = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
