@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
+import numpy as np
 import torch
 
 import dropspec
@@ -30,6 +32,9 @@ def _unflatten(seed_region: str, dims) -> dropspec.BlockGeometry:
 
 def _dims(geometry: dropspec.BlockGeometry) -> tuple[int, ...]:
     return (*geometry.spatial, *geometry.block)
+
+
+_NUMPY_INT = {torch.int8: np.int8, torch.int32: np.int32, torch.int64: np.int64}
 
 
 @_constant
@@ -193,6 +198,83 @@ def _expand_seeds(seeds: torch.Tensor, geometry: dropspec.BlockGeometry) -> torc
     return dropped != 0
 
 
+def _dropped_units(seeds: torch.Tensor, geometry: dropspec.BlockGeometry, channels_last: bool):
+    """The dropped units as uint8 0/1 ``(N, Cs, *S)``, for eager code: what
+    :func:`_expand_seeds` computes, in a few contiguous byte passes and laid out as ``x``
+    (channels-last strides when ``channels_last``). A NumPy array for a CPU ``seeds`` (the byte
+    work runs single-threaded there, see ``_common.on_host``), a tensor elsewhere.
+
+    Each spatial axis gets ``k - 1`` zero slots after its seeds (the trailing ``k - 1`` positions
+    of a "valid" axis are seed-free already), and the buffer is flattened. A unit is dropped iff
+    a seed lies in the window of ``k`` slots that ends at it on each axis, so each axis is a
+    sliding OR along the flat buffer at that axis' stride, by doubling (about log2(k) ORs of
+    two shifted 1-D slices). A window running off the start of a row reads the previous row's
+    zero slots (or the leading zero margin), never another row's seeds, so no axis needs its
+    own padded copy. "full" seeding keeps the slots ``k // 2`` onwards of each axis (a strided
+    view); "valid" seeding keeps the whole buffer.
+    """
+    batch, seed_channels = seeds.shape[:2]
+    blocks = geometry.block
+    buffer = [extent + k - 1 for extent, k in zip(seeds.shape[2:], blocks)]
+    last = channels_last and seed_channels > 1
+    physical = (batch, *buffer, seed_channels) if last else (batch, seed_channels, *buffer)
+    strides, stride = [], 1
+    for size in reversed(physical):
+        strides.append(stride)
+        stride *= size
+    strides.reverse()
+    axis_strides = strides[1:-1] if last else strides[2:]
+    margin = sum((k - 1) * step for k, step in zip(blocks, axis_strides))
+    if _common.on_host(seeds):
+        xp, seeds = np, seeds.numpy()
+        flat = np.zeros(margin + stride, dtype=np.uint8)
+    else:
+        xp = torch
+        flat = torch.zeros(margin + stride, dtype=torch.uint8, device=seeds.device)
+    body = flat[margin:].reshape(physical)
+    body = xp.moveaxis(body, -1, 1) if last else body
+    body[(slice(None), slice(None), *map(slice, seeds.shape[2:]))] = seeds
+    if stride:
+        for k, step in zip(blocks, axis_strides):
+            covered = 1
+            while covered < k:
+                shift = min(covered, k - covered) * step
+                flat = flat[:-shift] | flat[shift:]
+                covered += shift // step
+    dropped = flat.reshape(physical)
+    dropped = xp.moveaxis(dropped, -1, 1) if last else dropped
+    if geometry.seed_region == "full":
+        crop = [slice(k // 2, k // 2 + e) for k, e in zip(blocks, geometry.spatial)]
+        dropped = dropped[(slice(None), slice(None), *crop)]
+    return dropped
+
+
+def _select_and_count(dropped, x: torch.Tensor, normalize: str):
+    """The select mask of ``_common.masked_scale`` (-1 kept, 0 dropped) from
+    :func:`_dropped_units`, and the count of kept units that ``normalize`` needs (None when it
+    needs none), as int64 in the layout of :func:`_normalizer`'s reduction."""
+    width = _common.select_dtype(math.prod(dropped.shape), x)
+    dims = tuple(range(1, dropped.ndim))
+    if isinstance(dropped, np.ndarray):
+        if width == torch.int8:
+            select = dropped.view(np.int8) - np.int8(1)
+        else:
+            select = np.subtract(dropped, 1, dtype=_NUMPY_INT[width])
+        kept = None
+        if normalize == "batch":
+            kept = torch.tensor(np.count_nonzero(select), dtype=torch.int64)
+        elif normalize == "example":
+            kept = torch.from_numpy(np.count_nonzero(select, axis=dims).astype(np.int64))
+        return torch.from_numpy(select), kept
+    select = (dropped.view(torch.int8) - 1).to(width)
+    kept = None
+    if normalize == "batch":
+        kept = torch.count_nonzero(select)
+    elif normalize == "example":
+        kept = torch.count_nonzero(select, dim=dims)
+    return select, kept
+
+
 def _keep_probability(gamma, geometry: dropspec.BlockGeometry, device) -> torch.Tensor:
     """P(unit kept), ``(1 - gamma) ** n(p)``, float32 of shape ``(1, 1, *S)``: from
     ``dropspec`` in float64 for a Python gamma (as jaxdrop), in float32 in-graph otherwise."""
@@ -209,8 +291,10 @@ def _keep_probability(gamma, geometry: dropspec.BlockGeometry, device) -> torch.
     return torch.exp(counts * torch.log1p(-gamma))
 
 
-def _normalizer(keep: torch.Tensor, keep_prob, normalize: str, eps: float):
-    """The factor applied to kept units (see :func:`drop_block`'s ``normalize``)."""
+def _normalizer(keep: torch.Tensor, keep_prob, normalize: str, eps: float, kept=None):
+    """The factor applied to kept units (see :func:`drop_block`'s ``normalize``). ``kept``, the
+    count of kept units per reduction (see :func:`_select_and_count`), is counted from ``keep``
+    when not given."""
     if normalize == "none":
         return 1.0
     eps32 = torch.tensor(eps, dtype=torch.float32, device=keep.device)
@@ -218,7 +302,12 @@ def _normalizer(keep: torch.Tensor, keep_prob, normalize: str, eps: float):
         return 1.0 / torch.maximum(keep_prob, eps32)
     dims = tuple(range(keep.ndim)) if normalize == "batch" else tuple(range(1, keep.ndim))
     # Counting in integers is exact, and so the same in every framework and summation order.
-    kept = keep.sum(dim=dims, keepdim=True, dtype=torch.int64)
+    if kept is None:
+        kept = keep.sum(dim=dims, dtype=torch.int64)
+    counted = [1] * keep.ndim
+    if normalize == "example":
+        counted[0] = keep.shape[0]
+    kept = kept.to(keep.device).reshape(counted)
     units = keep.numel() if normalize == "batch" else keep[0].numel()
     total = torch.ones((), dtype=torch.float32, device=keep.device) * units
     return total / (kept.to(torch.float32) + eps32)
@@ -316,7 +405,13 @@ def drop_block(
         seeds = _draw.bernoulli(
             seed_shape, gamma, generator=generator, device=x.device, channel_axis=1
         )
-    keep = ~_expand_seeds(seeds, geometry)
+    if _common.is_compiling():
+        keep, kept = ~_expand_seeds(seeds, geometry), None
+    else:
+        layout = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        channels_last = x.ndim in (4, 5) and x.is_contiguous(memory_format=layout)
+        dropped = _dropped_units(seeds, geometry, channels_last and not x.is_contiguous())
+        keep, kept = _select_and_count(dropped, x, normalize)
     keep_prob = _keep_probability(gamma, geometry, x.device) if normalize == "expected" else None
-    scale = _normalizer(keep, keep_prob, normalize, eps)
+    scale = _normalizer(keep, keep_prob, normalize, eps, kept)
     return _common.masked_scale(x, keep, scale)
