@@ -120,30 +120,77 @@ def select_mask(keep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return keep.to(select_dtype(keep.numel(), x))
 
 
-def _zero_dropped(out: torch.Tensor, select: torch.Tensor) -> None:
-    """Sets ``out`` to +0 wherever ``select`` (-1 keep, 0 drop, broadcastable) is 0, in place.
-
-    Clearing the bits makes a dropped unit exactly +0 whatever was computed there (a -0 from a
-    negative input, a NaN from an infinite one), as a select does, in one in-place pass. When
-    the mask varies along leading dims only (DropPath, SpatialDropout on channels-first input),
-    in rows of 64 units or more, and ``out`` is a contiguous CPU tensor, only the dropped rows
-    are written (a NumPy fill, see :func:`on_host`).
-    """
+def _by_rows(out: torch.Tensor, select: torch.Tensor) -> bool:
+    """Whether ``select`` varies along leading dims only (DropPath, SpatialDropout on
+    channels-first input), in contiguous rows of ``out`` of 64 units or more, on the host."""
     lead = select.ndim
     while lead > 0 and select.shape[lead - 1] == 1:
         lead -= 1
-    if (
+    return (
         on_host(out)
         and out.numel() >= 64 * select.numel() > 0
         and select.ndim == out.ndim
         and tuple(select.shape[:lead]) == tuple(out.shape[:lead])
         and out.is_contiguous()
-    ):
+    )
+
+
+def _zero_dropped(out: torch.Tensor, select: torch.Tensor) -> None:
+    """Sets ``out`` to +0 wherever ``select`` (-1 keep, 0 drop, broadcastable) is 0, in place.
+
+    Clearing the bits makes a dropped unit exactly +0 whatever was computed there (a -0 from a
+    negative input, a NaN from an infinite one), as a select does, in one in-place pass. For a
+    mask by rows (:func:`_by_rows`) only the dropped rows are written (a NumPy fill, see
+    :func:`on_host`).
+    """
+    if _by_rows(out, select):
         rows = np.flatnonzero(select.numpy().reshape(-1) == 0)
         if rows.size:
             out.numpy().reshape(select.numel(), -1)[rows] = 0.0
         return
     out.view(_BITS_OF[out.dtype]).bitwise_and_(select)
+
+
+# Bytes of output per chunk of :func:`_rescale_in_chunks`: a chunk stays in the last-level
+# cache between the multiply and the AND.
+_CHUNK_BYTES = 4 << 20
+
+
+def _in_chunks(wide: torch.Tensor, select: torch.Tensor, scale) -> bool:
+    """Whether :func:`_rescale_in_chunks` applies: a host tensor of several chunks, outermost
+    along dim 0, a small select mask of ``wide``'s integer width (:func:`select_dtype`) that is
+    not by rows, and masks and scale of ``wide``'s rank (or a Python scale)."""
+    operands = [select] if not isinstance(scale, torch.Tensor) else [select, scale]
+    return (
+        on_host(wide)
+        and wide.nbytes >= 2 * _CHUNK_BYTES
+        and wide.dtype in _BITS_OF
+        and select.dtype == _BITS_OF[wide.dtype]
+        and all(t.ndim == wide.ndim for t in operands)
+        and wide.stride(0) == max(wide.stride())
+        and not _by_rows(wide, select)
+    )
+
+
+def _rescale_in_chunks(wide: torch.Tensor, select: torch.Tensor, scale) -> torch.Tensor:
+    """``wide * scale`` with the dropped units' bits cleared, a few MiB of dim 0 at a time.
+
+    The same two ATen passes as :func:`_rescale`'s (a multiply, then an in-place AND with the
+    broadcast select mask), with the AND reading the product from the cache instead of
+    memory: measured 3.1 ms instead of 3.5 ms for 32x64x56x56 float32 with a shared mask on the
+    2-core development machine (``benchmarks/torch_profile.py``).
+    """
+    out = torch.empty_like(wide)
+    bits = out.view(_BITS_OF[wide.dtype])
+    step = max(1, _CHUNK_BYTES * wide.shape[0] // wide.nbytes)
+
+    def part(t, start):
+        return t if not isinstance(t, torch.Tensor) or t.shape[0] == 1 else t[start : start + step]
+
+    for start in range(0, wide.shape[0], step):
+        torch.mul(part(wide, start), part(scale, start), out=part(out, start))
+        part(bits, start).bitwise_and_(part(select, start))
+    return out
 
 
 def _rescale(values, mask, scale, saturate: bool):
@@ -160,6 +207,8 @@ def _rescale(values, mask, scale, saturate: bool):
         mask = mask != 0
     if mask.dtype == torch.bool:
         out = torch.where(mask, wide * scale, 0.0)
+    elif _in_chunks(wide, mask, scale):
+        out = _rescale_in_chunks(wide, mask, scale)
     else:
         out = wide * scale
         _zero_dropped(out, mask)

@@ -11,7 +11,13 @@ those of earlier versions for the same seed (the distribution and the resolution
 
 * :func:`bernoulli`: ``u < floor(p * 2**31)``, always True for ``p >= 1``. P(True) is within
   ``2**-31`` of ``p`` and exactly 0 and 1 at the ends: no float rounding, no half-precision
-  bias, even for the small seed rates of DropBlock (gamma ~ 1e-3).
+  bias, even for the small seed rates of DropBlock (gamma ~ 1e-3). Eager CPU code draws a
+  Python ``p`` of at most 1/16 over 1024 values or more sparsely (:func:`_sparse_bernoulli`):
+  it draws the gaps between the True values, about ``p * n`` numbers instead of ``n`` (for
+  DropBlock's 5.1M seed positions at gamma 0.0026, 0.5 ms instead of 19 ms). That is the same
+  Bernoulli process with the same ``P(True) = floor(p * 2**31) / 2**31``, up to the float64
+  rounding of a logarithm (a relative error near 1e-16, far inside the ``2**-31`` above), so the
+  realised rate does not change; which values come out for a given seed does.
 * :func:`uniform_index`: ``floor(u * n / 2**31)``, each value off uniform by at most
   ``n / 2**31``.
 * :func:`uniform`: ``torch.rand`` in float32, 24 random bits in [0, 1).
@@ -30,6 +36,8 @@ eager ones for the same seed.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -74,6 +82,46 @@ def threshold(p, device=None):
     return scaled.to(torch.int32), always
 
 
+# Python probabilities at most this, over at least _SPARSE_MIN values, are drawn sparsely.
+_SPARSE_P = 1 / 16
+_SPARSE_MIN = 1024
+
+
+def _gap_batch(expected: float) -> int:
+    """How many gaps to draw at once when ``expected`` True values remain: 6 sigma more, so
+    that a second batch is almost never needed."""
+    return int(expected + 6 * math.sqrt(expected) + 16)
+
+
+def _sparse_bernoulli(shape, limit: int, generator=None) -> torch.Tensor:
+    """Bernoulli(``limit / 2**31``) booleans of ``shape`` on the CPU, from the gaps between them.
+
+    In a sequence of independent Bernoulli(q) values the number of False values before each
+    True is geometric, ``P(gap >= k) = (1 - q) ** k``, independently of the others. A gap is
+    ``floor(log(1 - u) / log(1 - q))`` for ``u`` uniform in [0, 1) with 53 random bits
+    (``torch.rand`` in float64): exact but for the rounding of the two logarithms. Gaps are
+    drawn in batches of a few more than the expected count until they pass the end; the values
+    drawn past it are discarded.
+    """
+    size = math.prod(shape)
+    q = limit / _HIGH
+    log_keep = math.log1p(-q)
+    flat = np.zeros(size, dtype=bool)
+    source = {} if generator is None else {"generator": generator}
+    last = -1
+    while True:
+        count = _gap_batch((size - 1 - last) * q)
+        u = torch.rand(count, dtype=torch.float64, **source).numpy()
+        gaps = np.floor(np.log1p(-u) / log_keep)
+        steps = np.minimum(gaps, size).astype(np.int64) + 1  # No int64 overflow for huge gaps.
+        positions = last + np.cumsum(steps)
+        inside = positions[positions < size]
+        flat[inside] = True
+        if inside.size < count:
+            return torch.from_numpy(flat.reshape(tuple(shape)))
+        last = int(positions[-1])
+
+
 def bernoulli(shape, p, *, generator=None, device=None, channel_axis=None) -> torch.Tensor:
     """Booleans that are True with probability ``p`` (within ``2**-31``).
 
@@ -99,12 +147,16 @@ def bernoulli(shape, p, *, generator=None, device=None, channel_axis=None) -> to
             return torch.ones(tuple(shape), dtype=torch.bool, device=device)
         if limit == 0:
             return torch.zeros(tuple(shape), dtype=torch.bool, device=device)
+    host = torch.device(device or "cpu").type == "cpu" and not torch.compiler.is_compiling()
+    sparse = isinstance(always, bool) and limit <= _SPARSE_P * _HIGH
+    if host and sparse and math.prod(shape) >= _SPARSE_MIN:
+        return _sparse_bernoulli(shape, limit, generator)
     draws = bits(shape, generator=generator, device=device, channel_axis=channel_axis)
     if not isinstance(always, bool):
         return (draws < limit) | always
     # always is False here: no pass to OR it in. Eager CPU code compares in NumPy, on one
     # thread: see torchdrop._common.on_host.
-    if draws.device.type == "cpu" and not torch.compiler.is_compiling():
+    if host:
         return torch.from_numpy(np.asarray(np.less(draws.numpy(), limit)))
     return draws < limit
 

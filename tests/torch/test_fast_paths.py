@@ -14,7 +14,7 @@ import torch
 
 import dropspec
 import torchdrop
-from torchdrop import _common, _drop_block
+from torchdrop import _common, _draw, _drop_block
 
 GEOMETRIES = [
     ((9,), (3,)),
@@ -70,13 +70,15 @@ def _drop_block_traced(x, seeds, block, **options):
     return _traced_rescale(x, keep, scale)
 
 
-@pytest.fixture(params=[True, False], ids=["numpy-masks", "torch-masks"])
+@pytest.fixture(params=["numpy", "numpy-small-chunks", "torch"])
 def on_host(request, monkeypatch):
-    """Runs a test with the CPU's NumPy mask work, then with the tensor code other devices
-    run."""
-    if not request.param:
+    """Runs a test with the CPU's NumPy mask work (and, with tiny chunks, the chunked rescale
+    on every shape), then with the tensor code other devices run."""
+    if request.param == "numpy-small-chunks":
+        monkeypatch.setattr(_common, "_CHUNK_BYTES", 16)
+    if request.param == "torch":
         monkeypatch.setattr(_common, "on_host", lambda tensor: False)
-    return request.param
+    return request.param != "torch"
 
 
 @pytest.mark.parametrize("region", ["valid", "full"])
@@ -207,3 +209,73 @@ def test_double_backward_matches_traced_form():
     assert torch.autograd.gradgradcheck(
         g, (x[:2, :, :36].reshape(2, 3, 6, 6).detach().requires_grad_(),)
     )
+
+
+def _adjacent_pairs(flat: np.ndarray) -> int:
+    return int(np.count_nonzero(flat[:-1] & flat[1:]))
+
+
+@pytest.mark.parametrize("batch", ["default", "tiny"])
+@pytest.mark.parametrize("p", [1e-4, 0.0026, 1 / 16])
+def test_sparse_bernoulli_is_the_bernoulli_process(p, batch, monkeypatch):
+    """The gap draws give independent Bernoulli(p) values: the count, the count in each
+    sixteenth, the adjacent pairs and the gap tail match, also when many batches are needed."""
+    if batch == "tiny":
+        monkeypatch.setattr(_draw, "_gap_batch", lambda expected: 3)
+    n = 1_000_000
+    limit, _ = _draw.threshold(p)
+    q = limit / 2**31
+    generator = torch.Generator().manual_seed(int(p * 1e6))
+    draws = [_draw.bernoulli((n,), p, generator=generator).numpy() for _ in range(4)]
+    total = np.stack(draws).reshape(-1)
+
+    def close(count, expected, spread=5):
+        return abs(count - expected) <= spread * np.sqrt(expected * (1 - min(q, 0.5))) + 2
+
+    assert close(np.count_nonzero(total), total.size * q)
+    for part in np.split(total, 64):
+        assert close(np.count_nonzero(part), part.size * q)
+    pairs = sum(_adjacent_pairs(d) for d in draws)
+    assert close(pairs, 4 * (n - 1) * q * q)
+    gaps = np.diff(np.flatnonzero(total)) - 1
+    for k in (1, int(0.5 / q), int(2 / q)):
+        assert close(np.count_nonzero(gaps >= k), gaps.size * (1 - q) ** k)
+
+
+def test_sparse_bernoulli_reproducible_and_exact_ends():
+    a = _draw.bernoulli((3, 5000), 0.01, generator=torch.Generator().manual_seed(3))
+    b = _draw.bernoulli((3, 5000), 0.01, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (3, 5000) and a.dtype == torch.bool and torch.equal(a, b)
+    torch.manual_seed(1)
+    c = _draw.bernoulli((4096,), 0.001)
+    torch.manual_seed(1)
+    assert torch.equal(c, _draw.bernoulli((4096,), 0.001))
+    assert not _draw.bernoulli((5000,), 1e-12, generator=torch.Generator()).any()
+
+
+def test_drop_block_draws_only_its_seed_region_sparsely():
+    """Large seed maps are drawn sparsely, still over the seed region only."""
+    shape, block = (4, 8, 40, 36), (5, 3)
+    seed_shape = torchdrop.drop_block_seed_shape(shape, block)
+    gamma = torchdrop.drop_block_gamma(shape, 0.2, block)
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    torchdrop.drop_block(torch.ones(shape), 0.2, block, generator=a)
+    _draw.bernoulli(seed_shape, gamma, generator=b)
+    assert torch.equal(a.get_state(), b.get_state())
+
+
+def test_chunked_rescale_is_taken_and_exact(monkeypatch):
+    """A shared mask on a large input takes the chunked rescale, with a per-example scale too,
+    and gives the bits of the one-shot passes."""
+    monkeypatch.setattr(_common, "_CHUNK_BYTES", 4096)
+    x = _awkward_input((6, 8, 12, 11), torch.float32)
+    seeds = torch.from_numpy(np.random.default_rng(9).random((6, 1, 12, 11)) < 0.1)
+    calls = []
+    chunked = _common._rescale_in_chunks
+    monkeypatch.setattr(_common, "_rescale_in_chunks", lambda *a: calls.append(1) or chunked(*a))
+    for normalize in ("batch", "example"):
+        options = dict(seed_region="full", share_channels=True, normalize=normalize)
+        out = torchdrop.drop_block(x, 0.3, (3, 3), seeds=seeds, **options)
+        expected = _drop_block_traced(x, seeds, (3, 3), **options)
+        np.testing.assert_array_equal(_bits(out), _bits(expected))
+    assert len(calls) == 2
