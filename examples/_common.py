@@ -28,6 +28,7 @@ DEFAULT_RATES = {
     "droppath": 0.2,
     "cutout": 0.0,
 }
+RAMPED = ("dropout", "spatial", "dropblock")  # rates ramped up by the linear schedule
 BLOCK_SIZE = 3  # DropBlock on the 8x8 and 4x4 maps (clipped to 3 on both)
 CUTOUT_SIZE = 4  # holes on the 8x8 input images
 
@@ -36,7 +37,7 @@ TITLES = {
     "dropout": "Dropout",
     "spatial": "SpatialDropout",
     "dropblock": f"DropBlock (block {BLOCK_SIZE}, linear ramp)",
-    "droppath": "stochastic depth (depth_rates)",
+    "droppath": "DropPath (StochasticDepth, depth_rates)",
     "cutout": f"Cutout ({CUTOUT_SIZE}x{CUTOUT_SIZE} on the input)",
 }
 
@@ -58,6 +59,8 @@ class Config:
       learning_rate: AdamW's peak learning rate (cosine decay to 0 after a 5% warm-up).
       weight_decay: AdamW's decoupled weight decay.
       eval_every: steps between two test-set evaluations.
+      depth_mode: StochasticDepth's mode for "droppath": "row" (one draw per example, the
+        branch always runs) or "batch" (one draw per step, a dropped branch is skipped).
     """
 
     regularizer: str = "dropblock"
@@ -69,6 +72,7 @@ class Config:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     eval_every: int = 25
+    depth_mode: str = "row"
 
     @property
     def title(self) -> str:
@@ -76,6 +80,8 @@ class Config:
         name = TITLES[self.regularizer]
         if self.regularizer in ("none", "cutout"):
             return name
+        if self.regularizer == "droppath" and self.depth_mode == "batch":
+            name = name.replace("DropPath", "stochastic depth, skipping")
         return f"{name}, rate {self.rate:g}"
 
     @property
@@ -181,6 +187,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--train-size", type=int, default=None, help="use a subset of the 1297 training digits"
     )
+    p.add_argument(
+        "--depth-mode",
+        choices=("row", "batch"),
+        default="row",
+        help="droppath: drop branches per example (row, DropPath) or per step, skipping the "
+        "dropped ones (batch, Huang et al.; slow under JAX on CPU, see train_flax.py)",
+    )
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("outputs"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -195,15 +208,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
         steps=args.steps,
         seed=args.seed,
         train_size=args.train_size,
+        depth_mode=args.depth_mode,
     )
 
 
 @dataclasses.dataclass
 class History:
-    """What a run records: the training loss each step, test accuracy every few steps."""
+    """What a run records: loss and scheduled rate each step, test accuracy every few steps."""
 
     steps: list[int] = dataclasses.field(default_factory=list)
     loss: list[float] = dataclasses.field(default_factory=list)
+    rate: list[float] = dataclasses.field(default_factory=list)
     eval_steps: list[int] = dataclasses.field(default_factory=list)
     test_accuracy: list[float] = dataclasses.field(default_factory=list)
 
@@ -238,7 +253,13 @@ def plot_curves(history: History, title: str, path: pathlib.Path) -> pathlib.Pat
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
         ax_loss.plot(history.steps[window - 1 :], smooth, color="C0", label=f"mean of {window}")
     ax_loss.set(xlabel="step", ylabel="training loss (cross-entropy)", yscale="log")
-    ax_loss.legend(frameon=False)
+    ax_loss.legend(frameon=False, loc="upper center")
+    if any(history.rate):
+        ax_rate = ax_loss.twinx()
+        ax_rate.plot(history.steps, history.rate, color="C2", ls="--")
+        ax_rate.set_ylabel("drop rate (linear ramp)", color="C2")
+        ax_rate.set_ylim(0, 1.1 * max(history.rate))
+        ax_rate.tick_params(axis="y", colors="C2")
     ax_acc.plot(history.eval_steps, history.test_accuracy, color="C1", marker=".")
     low = min(history.test_accuracy)
     ax_acc.set(xlabel="step", ylabel="test accuracy", ylim=(max(0.0, low - 0.02), 1.0))
