@@ -4,7 +4,8 @@ The Quickstart demo: real data (the 1797 8x8 digits bundled with scikit-learn, n
 a fixed 1297 / 500 train / test split), a jitted training step, and one regulariser::
 
     python examples/train_flax.py                         # DropBlock, 600 steps, ~1 min on CPU
-    python examples/train_flax.py --regularizer droppath  # stochastic depth that skips branches
+    python examples/train_flax.py --regularizer droppath  # StochasticDepth per example
+    python examples/train_flax.py --regularizer droppath --depth-mode batch  # skips branches
     python examples/train_flax.py --regularizer none --steps 300 --seed 1 --out /tmp/runs
 
 ``--regularizer`` is one of ``none``, ``dropout``, ``spatial``, ``dropblock`` (default),
@@ -186,8 +187,9 @@ class Functions:
 def compile_functions(config: _common.Config) -> Functions:
     """Builds the optimiser, the jitted training step and the jitted prediction for ``config``.
 
-    Cached: runs that differ only in ``seed``, ``train_size`` or ``eval_every`` (data, not
-    code) share one compilation (``compare_regularizers.py`` relies on it).
+    Cached. :func:`train` passes ``config`` with ``seed``, ``train_size`` and ``eval_every``
+    reset (they are data, not code), so that runs differing only in them share one compilation
+    (``compare_regularizers.py`` relies on it).
 
     Args:
       config: the run's configuration.

@@ -5,7 +5,8 @@ schedule, optimiser and outputs, written with ``torch.nn`` and ``torchdrop`` in 
 channels-first layout, so that the two scripts can be read side by side::
 
     python examples/train_torch.py                         # DropBlock, 600 steps
-    python examples/train_torch.py --regularizer droppath  # stochastic depth, skipping branches
+    python examples/train_torch.py --regularizer droppath  # StochasticDepth per example
+    python examples/train_torch.py --regularizer droppath --depth-mode batch  # skips branches
     python examples/train_torch.py --regularizer none --steps 300 --seed 1 --out /tmp/runs
 
 The regularisers (see ``train_flax.py`` for the details, which are the same):
