@@ -95,6 +95,12 @@ def torch_candidates(case: Case, backward: bool):
         return {}
     from tools import peers
 
+    def load(loader):
+        try:
+            return loader()
+        except FileNotFoundError:
+            return None
+
     torch.manual_seed(0)
     n, *spatial, c = case.shape
     shape = (n, c, *spatial) if case.op != "drop_path" else case.shape
@@ -103,25 +109,25 @@ def torch_candidates(case: Case, backward: bool):
     ops = {"copy (torch)": lambda x: x * 1.5}
     if case.op == "per-channel":
         ops["torchdrop"] = lambda x: torchdrop.drop_block(x, RATE, case.block)
-        torchvision = peers.load("torchvision_drop_block")
+        torchvision = load(peers.torchvision_drop_block)
         if torchvision is not None:
             ops["torchvision"] = lambda x: torchvision.drop_block2d(x, RATE, case.block)
-        timm = peers.load("timm_drop")
+        timm = load(peers.timm_drop)
         if timm is not None:
             ops["timm"] = lambda x: timm.drop_block_2d(x, RATE, case.block, couple_channels=False)
     elif case.op == "shared":
         ops["torchdrop"] = lambda x: torchdrop.drop_block(
             x, RATE, case.block, share_channels=True, seed_region="full", eps=1e-7
         )
-        timm = peers.load("timm_drop")
+        timm = load(peers.timm_drop)
         if timm is not None:
             ops["timm"] = lambda x: timm.drop_block_2d(x, RATE, case.block)
     else:
         ops["torchdrop"] = lambda x: torchdrop.drop_path(x, RATE)
-        torchvision = peers.load("torchvision_stochastic_depth")
+        torchvision = load(peers.torchvision_stochastic_depth)
         if torchvision is not None:
             ops["torchvision"] = lambda x: torchvision.stochastic_depth(x, RATE, "row")
-        timm = peers.load("timm_drop")
+        timm = load(peers.timm_drop)
         if timm is not None:
             ops["timm"] = lambda x: timm.drop_path(x, RATE, training=True)
 

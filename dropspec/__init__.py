@@ -19,11 +19,14 @@ from dropspec._calibration import (
 )
 from dropspec._checks import (
     OPTIONS,
+    RANK_RULES,
     check_bool,
     check_bool_dtype,
+    check_branch,
     check_broadcastable,
     check_choice,
     check_eps,
+    check_fill,
     check_float_dtype,
     check_int_dtype,
     check_non_negative_int,
@@ -49,14 +52,17 @@ from dropspec._schedules import depth_rates
 
 __all__ = [
     "OPTIONS",
+    "RANK_RULES",
     "BlockGeometry",
     "ExactCalibration",
     "block_geometry",
     "check_bool",
     "check_bool_dtype",
+    "check_branch",
     "check_broadcastable",
     "check_choice",
     "check_eps",
+    "check_fill",
     "check_float_dtype",
     "check_int_dtype",
     "check_non_negative_int",

@@ -164,11 +164,34 @@ def check_int_dtype(name: str, dtype) -> None:
         raise TypeError(f"`{name}` must be an integer array, got dtype {kind}.")
 
 
-def check_rank(name: str, shape, ranks: Sequence[int], rule: str) -> None:
-    """Checks ``len(shape) in ranks``; ``rule`` states the allowed ranks for the message."""
+RANK_RULES: dict[str, tuple[tuple[int, ...], str]] = {
+    "spatial": ((3, 4, 5), "3, 4 or 5 (a batch dim, a channel dim and 1 to 3 spatial dims)"),
+    "batched": (tuple(range(1, 33)), ">= 1 (a batch dim first)"),
+    "any": (tuple(range(33)), ">= 0"),
+}
+"""The ranks each kind of op accepts, and how the message states them."""
+
+
+def check_rank(name: str, shape, kind: str) -> None:
+    """Checks that ``shape`` has a rank of ``RANK_RULES[kind]``."""
+    ranks, rule = RANK_RULES[kind]
     if len(shape) not in ranks:
         raise ValueError(
             f"`{name}` must have rank {rule}, got rank {len(shape)} (shape {_shape(shape)})."
+        )
+
+
+def check_fill(fill) -> float:
+    if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, numbers.Real):
+        raise TypeError(f"`fill` must be a real number, got {fill!r} ({type(fill).__name__}).")
+    return float(fill)
+
+
+def check_branch(branch) -> None:
+    if not callable(branch):
+        raise TypeError(
+            "`branch` must be callable (the residual branch f, called as branch(x)), "
+            f"got {type(branch).__name__}."
         )
 
 

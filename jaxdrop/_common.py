@@ -12,16 +12,14 @@ from jax import lax
 import dropspec
 from jaxdrop import random
 
-SPATIAL_RANKS = (3, 4, 5)
-SPATIAL_RULE = "3, 4 or 5 (a batch dim, a channel dim and 1 to 3 spatial dims)"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def as_input(x, ranks=SPATIAL_RANKS, rule=SPATIAL_RULE) -> jax.Array:
-    """``x`` as an array of a floating dtype and one of ``ranks``."""
+def as_input(x, kind: str = "spatial") -> jax.Array:
+    """``x`` as an array of a floating dtype and a rank of ``dropspec.RANK_RULES[kind]``."""
     x = jnp.asarray(x)
     dropspec.check_float_dtype("x", x.dtype)
-    dropspec.check_rank("x", x.shape, ranks, rule)
+    dropspec.check_rank("x", x.shape, kind)
     return x
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +10,6 @@ import numpy as np
 
 import dropspec
 from jaxdrop import _common, random
-
-
-def check_fill(fill) -> float:
-    if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, numbers.Real):
-        raise TypeError(f"`fill` must be a real number, got {fill!r} ({type(fill).__name__}).")
-    return float(fill)
 
 
 def center_shape(batch: int, num_holes: int, n_spatial: int) -> tuple[int, ...]:
@@ -88,7 +81,7 @@ def cutout(
     x = _common.as_input(x)
     sizes = dropspec.check_sizes(size, x.ndim - 2, name="size", minimum=0)
     num_holes = dropspec.check_positive_int("num_holes", num_holes)
-    fill = check_fill(fill)
+    fill = dropspec.check_fill(fill)
     if dropspec.check_bool("deterministic", deterministic):
         return x
     _common.check_source(key, "centers", centers)

@@ -49,7 +49,7 @@ def drop_block_seed_shape(
       >>> drop_block_seed_shape((8, 32, 16, 64), (5, 3), share_channels=True, seed_region="full")
       (8, 32, 16, 1)
     """
-    dropspec.check_rank("shape", tuple(shape), _common.SPATIAL_RANKS, _common.SPATIAL_RULE)
+    dropspec.check_rank("shape", tuple(shape), "spatial")
     dropspec.check_bool("share_channels", share_channels)
     geometry = _geometry(shape, block_size, dropspec.check_choice("seed_region", seed_region))
     return dropspec.seed_shape(shape, geometry, share_channels, channels_last=True)
@@ -97,7 +97,7 @@ def drop_block_gamma(
       >>> round(drop_block_gamma((1, 56, 56, 1), 0.1, 7, calibration="exact"), 6)
       0.002714
     """
-    dropspec.check_rank("shape", tuple(shape), _common.SPATIAL_RANKS, _common.SPATIAL_RULE)
+    dropspec.check_rank("shape", tuple(shape), "spatial")
     rate_value = dropspec.check_rate(rate)
     geometry = _geometry(shape, block_size, dropspec.check_choice("seed_region", seed_region))
     return _gamma(rate, rate_value, geometry, dropspec.check_choice("calibration", calibration))

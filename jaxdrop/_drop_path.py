@@ -7,9 +7,6 @@ import jax
 import dropspec
 from jaxdrop import _common, random
 
-ANY_RANK = tuple(range(1, 33))
-ANY_RANK_RULE = ">= 1 (a batch dim first)"
-
 
 def drop_path(
     x,
@@ -48,7 +45,7 @@ def drop_path(
       >>> y[:, 0].tolist()
       [2.0, 0.0, 2.0, 2.0]
     """
-    x = _common.as_input(x, ANY_RANK, ANY_RANK_RULE)
+    x = _common.as_input(x, "batched")
     rate_value = dropspec.check_rate(rate)
     mode = dropspec.check_choice("mode", mode)
     scale_by_keep = dropspec.check_bool("scale_by_keep", scale_by_keep)

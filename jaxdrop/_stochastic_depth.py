@@ -8,7 +8,6 @@ from jax import lax
 
 import dropspec
 from jaxdrop import _common, random
-from jaxdrop._drop_path import ANY_RANK, ANY_RANK_RULE
 
 
 def _zeros_like_output(branch, x):
@@ -29,7 +28,7 @@ def _scaled(tree, scale, keep=True):
 def _batch_size(x) -> int:
     leaves = jax.tree.leaves(x)
     shape = jnp.shape(leaves[0]) if leaves else ()
-    dropspec.check_rank("x", shape, ANY_RANK, ANY_RANK_RULE)
+    dropspec.check_rank("x", shape, "batched")
     return shape[0]
 
 
@@ -56,6 +55,11 @@ def stochastic_depth(
     returned have the shape and dtype the branch would have returned. In "row" mode the branch
     always runs and each example is masked (DropPath semantics).
 
+    ``branch`` must be a pure function of ``x`` (closing over arrays is fine). A Flax module
+    that updates mutable collections (BatchNorm statistics) cannot be skipped from outside
+    Flax's lifted transforms, whose state would leak a tracer: wrap it in
+    :class:`jaxdrop.linen.StochasticDepth` (``nn.cond``) or ``jaxdrop.nnx.StochasticDepth``.
+
     Args:
       branch: the residual branch ``f``, called as ``branch(x)``; returns an array or a pytree.
       x: the branch input: an array or pytree whose first leaf has the batch on axis 0.
@@ -80,11 +84,7 @@ def stochastic_depth(
       >>> stochastic_depth(branch, jnp.ones((1, 2)), 0.5, keep=jnp.array(True)).tolist()
       [[4.0, 4.0]]
     """
-    if not callable(branch):
-        raise TypeError(
-            "`branch` must be callable (the residual branch f, called as branch(x)), "
-            f"got {type(branch).__name__}."
-        )
+    dropspec.check_branch(branch)
     rate_value = dropspec.check_rate(rate)
     mode = dropspec.check_choice("mode", mode)
     scaling = dropspec.check_choice("scaling", scaling)

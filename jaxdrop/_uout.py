@@ -7,7 +7,6 @@ import jax.numpy as jnp
 
 import dropspec
 from jaxdrop import _common, random
-from jaxdrop._drop_path import ANY_RANK
 
 
 @jax.jit
@@ -41,7 +40,7 @@ def uout(x, rate, *, key=None, noise=None, deterministic: bool = False) -> jax.A
       >>> uout(jnp.array([1.0, 2.0]), 0.5, noise=jnp.array([0.5, -0.25])).tolist()
       [1.5, 1.5]
     """
-    x = _common.as_input(x, (0, *ANY_RANK), ">= 0")
+    x = _common.as_input(x, "any")
     rate_value = dropspec.check_rate(rate)
     if dropspec.check_bool("deterministic", deterministic):
         return x
