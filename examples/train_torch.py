@@ -17,7 +17,7 @@ The regularisers (see ``train_flax.py`` for the details, which are the same):
   inverted Dropout); ``spatial``: :class:`torchdrop.SpatialDropout`; same ramp.
 - ``droppath``: each residual branch wrapped in :class:`torchdrop.StochasticDepth` with rates
   from :func:`torchdrop.schedules.depth_rates`, per example (``--depth-mode row``, default) or
-  per step (``--depth-mode batch``: a dropped branch is not called, which is faster here).
+  per step (``--depth-mode batch``: a dropped branch is not called, a Python ``if``).
 - ``cutout``: :class:`torchdrop.Cutout`, one 4x4 hole per input image.
 
 Parameters are initialised as Flax initialises them (truncated LeCun normal kernels, zero
