@@ -79,15 +79,19 @@ def test_train_flax_writes_curves_and_prints_accuracy(examples, tmp_path, capsys
     assert_png(tmp_path / "flax_dropblock.png")
 
 
-@pytest.mark.parametrize("regularizer", ["dropout", "spatial", "cutout"])
-def test_train_flax_step_traces_for_each_regularizer(examples, regularizer):
+@pytest.mark.parametrize(
+    "regularizer, depth_mode",
+    [("dropout", "row"), ("spatial", "row"), ("cutout", "row"), ("droppath", "batch")],
+)
+def test_train_flax_step_traces_for_each_regularizer(examples, regularizer, depth_mode):
     """The steps that no other test compiles: traced (not compiled) with abstract values."""
     import jax
     import jax.numpy as jnp
 
     train_flax = examples("train_flax")
     common = examples("_common")
-    fns = train_flax.compile_functions(common.Config(regularizer=regularizer, steps=10))
+    config = common.Config(regularizer=regularizer, steps=10, depth_mode=depth_mode)
+    fns = train_flax.compile_functions(config)
     params, batch_stats = train_flax.init_variables(0)
     state = (params, batch_stats, fns.optimizer.init(params))
     images = jax.ShapeDtypeStruct((8, 8, 8, 1), jnp.float32)
@@ -98,13 +102,23 @@ def test_train_flax_step_traces_for_each_regularizer(examples, regularizer):
     assert loss.shape == () and accuracy.shape == ()
 
 
-@pytest.mark.parametrize(
-    "regularizer", ["none", "dropout", "spatial", "dropblock", "droppath", "cutout"]
-)
-def test_train_torch_writes_curves_and_prints_accuracy(examples, tmp_path, capsys, regularizer):
+TORCH_CASES = [(name, "row") for name in ("none", "dropout", "spatial", "dropblock", "cutout")]
+TORCH_CASES += [("droppath", "row"), ("droppath", "batch")]
+
+
+@pytest.mark.parametrize("regularizer, depth_mode", TORCH_CASES)
+def test_train_torch_writes_curves_and_prints_accuracy(
+    examples, tmp_path, capsys, regularizer, depth_mode
+):
+    torch = pytest.importorskip("torch")
     pytest.importorskip("torchdrop")
     argv = [*TINY, "--out", str(tmp_path), "--regularizer", regularizer]
-    history = examples("train_torch").main(argv)
+    argv += ["--depth-mode", depth_mode]
+    threads = torch.get_num_threads()
+    try:
+        history = examples("train_torch").main(argv)
+    finally:
+        torch.set_num_threads(threads)  # main() sets 1 thread for the process
     match = FINAL.search(capsys.readouterr().out)
     assert match and float(match.group(1)) == pytest.approx(history.final_accuracy, abs=1e-4)
     assert np.isfinite(history.loss).all()
