@@ -29,7 +29,7 @@ DEFAULT_RATES = {
     "cutout": 0.0,
 }
 RAMPED = ("dropout", "spatial", "dropblock")  # rates ramped up by the linear schedule
-BLOCK_SIZE = 3  # DropBlock on the 8x8 and 4x4 maps (clipped to 3 on both)
+BLOCK_SIZE = 3  # DropBlock's block on both the 8x8 and the 4x4 maps
 CUTOUT_SIZE = 4  # holes on the 8x8 input images
 
 TITLES = {

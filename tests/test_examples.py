@@ -76,7 +76,12 @@ def test_train_flax_writes_curves_and_prints_accuracy(examples, tmp_path, capsys
     match = FINAL.search(out)
     assert match and float(match.group(1)) == pytest.approx(history.final_accuracy, abs=1e-4)
     assert len(history.loss) == 3 and np.isfinite(history.loss).all()
+    assert history.rate[0] == 0.0 and history.rate[-1] == pytest.approx(0.1)  # the ramp
     assert_png(tmp_path / "flax_dropblock.png")
+    # The ramped rate is traced: three steps with three rates, one compilation.
+    train_flax = examples("train_flax")
+    config = examples("_common").Config(steps=3)
+    assert train_flax.compile_functions(train_flax._code_key(config)).step._cache_size() == 1
 
 
 @pytest.mark.parametrize(
