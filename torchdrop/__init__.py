@@ -8,7 +8,7 @@ is ``deterministic=True``). The pre-sampled arguments (``seeds``, ``keep``, ``ce
 gradient for the same draw. ``rate`` is always the probability of dropping.
 """
 
-from torchdrop import schedules
+from torchdrop import random, schedules
 from torchdrop._cutout import cutout
 from torchdrop._drop_block import drop_block, drop_block_gamma, drop_block_seed_shape
 from torchdrop._drop_path import drop_path
@@ -31,6 +31,7 @@ __all__ = [
     "drop_block_gamma",
     "drop_block_seed_shape",
     "drop_path",
+    "random",
     "schedules",
     "spatial_dropout",
     "stochastic_depth",
