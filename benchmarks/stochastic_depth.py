@@ -43,8 +43,6 @@ from _harness import interleaved, machine_line, markdown_table, quiet_allocator
 if __name__ == "__main__":
     quiet_allocator()  # glibc reads its settings at start-up: before jax is imported.
 
-# Run from a checkout too: import the jaxdrop next to this script, installed or not.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
 import dataclasses
