@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxdrop
 import torchdrop
@@ -352,6 +354,37 @@ def test_raw_prng_keys_and_key_chains():
             out_j = helpers.to_torch_layout(np.asarray(out_j))
             np.testing.assert_array_equal(out_t.numpy() != 0, out_j != 0)
             assert_close(out_t.numpy(), out_j, "float32", "output", f"seed {seed}")
+
+
+@settings(derandomize=True, max_examples=25, deadline=None)
+@given(
+    words=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    spatial=st.lists(st.integers(1, 9), min_size=1, max_size=3).map(tuple),
+    batch=st.integers(1, 3),
+    channels=st.integers(1, 4),
+    block=st.integers(1, 4),
+    rate=st.floats(0.05, 0.95),
+    region=st.sampled_from(["valid", "full"]),
+    share=st.booleans(),
+)
+def test_property_any_key_and_shape(words, spatial, batch, channels, block, rate, region, share):
+    """Random raw keys (JAX's jax.random.wrap_key_data of the same words) and shapes: the
+    DropBlock masks and the Uout noise agree bit for bit."""
+    shape = (batch, channels, *spatial)
+    rng = np.random.default_rng(sum(shape))
+    x = helpers.signed_input(rng, shape)
+    key = jax.random.wrap_key_data(jnp.asarray(words, jnp.uint32))
+    options = dict(seed_region=region, share_channels=share)
+    out_t = torchdrop.drop_block(torch.from_numpy(x), rate, block, key=words, **options)
+    x_j = jnp.asarray(helpers.to_jax_layout(x))
+    out_j = helpers.to_torch_layout(
+        np.asarray(jaxdrop.drop_block(x_j, rate, block, key=key, **options))
+    )
+    np.testing.assert_array_equal(out_t.numpy() != 0, out_j != 0)
+    assert_close(out_t.numpy(), out_j, "float32", "output", f"drop_block {shape} {options}")
+    noise_t = torchdrop.uout(torch.ones(shape), rate, key=words).numpy() - 1.0
+    noise_j = helpers.to_torch_layout(np.asarray(jaxdrop.uout(jnp.ones(x_j.shape), rate, key=key)))
+    np.testing.assert_array_equal(noise_t, noise_j - 1.0)
 
 
 # --------------------------------------------------------------------------------------------
