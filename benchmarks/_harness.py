@@ -2,6 +2,9 @@
 
 * Interleaved runs: candidates are timed in turn (A, B, C, A, B, C, ...) after a warm-up, and
   each is reported by its median, so that a slow phase of the machine hits all of them.
+* The checkout on ``sys.path``: importing this module lets a script run as
+  ``python benchmarks/<name>.py`` find ``jaxdrop``, ``torchdrop`` and ``tools`` whether or not
+  the project is installed.
 * A quiet allocator: on this kind of machine glibc returns large freed buffers to the kernel
   and every fresh output then costs page faults, which made timings bimodal (2 ms or 12 ms
   for the same copy). :func:`quiet_allocator` re-executes the script with glibc's mmap and
@@ -15,6 +18,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "4294967296",

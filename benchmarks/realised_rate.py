@@ -16,23 +16,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import _harness  # noqa: F401  (puts the checkout on sys.path)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import dropspec  # noqa: E402
-import jaxdrop  # noqa: E402
-import torchdrop  # noqa: E402
-from tools import peers  # noqa: E402
+import dropspec
+import jaxdrop
+import torchdrop
+from tools import peers
 
 # (map size, block size, requested rate), as in DESIGN.md.
 CONFIGS = [(56, 7, 0.1), (14, 7, 0.1), (14, 7, 0.3), (7, 3, 0.2), (28, 5, 0.3)]

@@ -4,9 +4,12 @@ One table: median milliseconds of interleaved runs, forward and forward+backward
 DropBlock per-channel (valid seeding, batch normalisation: torchvision's semantics) and
 shared (full seeding, one mask per example: timm's) with blocks 7 and 3 on the ResNet stage
 shapes at N=32, and DropPath on ViT tokens (64x197x768), at rate 0.1. Columns: jaxdrop
-(jitted), torchdrop, torchvision, timm, ``flax.linen.Dropout`` at the same rate, and a plain
-``x * c`` in each framework (the memory-copy limit). The ratio columns divide by the peer of
-the same semantics (torchvision for per-channel DropBlock and DropPath, timm for shared).
+(jitted), torchdrop (drawing from torch's generator), torchdrop (key=) (drawing jaxdrop's
+numbers for the same JAX key with torchdrop.random's threefry), torchvision, timm,
+``flax.linen.Dropout`` at the same rate, and a plain ``x * c`` in each framework (the
+memory-copy limit). The ratio columns divide by the peer of the same semantics (torchvision for
+per-channel DropBlock and DropPath, timm for shared); "key/gen" is the price of drawing JAX's
+numbers in torch.
 
     python benchmarks/speed.py            # every case
     python benchmarks/speed.py --quick    # the headline cases, fewer repeats (CI)
@@ -106,9 +109,11 @@ def torch_candidates(case: Case, backward: bool):
     shape = (n, c, *spatial) if case.op != "drop_path" else case.shape
     x = torch.randn(shape)
     cotangent = torch.ones_like(x)
+    key = torchdrop.random.key(1)  # jax.random.key(1), the key of the jaxdrop column.
     ops = {"copy (torch)": lambda x: x * 1.5}
     if case.op == "per-channel":
         ops["torchdrop"] = lambda x: torchdrop.drop_block(x, RATE, case.block)
+        ops["torchdrop (key=)"] = lambda x: torchdrop.drop_block(x, RATE, case.block, key=key)
         torchvision = load(peers.torchvision_drop_block)
         if torchvision is not None:
             ops["torchvision"] = lambda x: torchvision.drop_block2d(x, RATE, case.block)
@@ -119,11 +124,15 @@ def torch_candidates(case: Case, backward: bool):
         ops["torchdrop"] = lambda x: torchdrop.drop_block(
             x, RATE, case.block, share_channels=True, seed_region="full", eps=1e-7
         )
+        ops["torchdrop (key=)"] = lambda x: torchdrop.drop_block(
+            x, RATE, case.block, key=key, share_channels=True, seed_region="full", eps=1e-7
+        )
         timm = load(peers.timm_drop)
         if timm is not None:
             ops["timm"] = lambda x: timm.drop_block_2d(x, RATE, case.block)
     else:
         ops["torchdrop"] = lambda x: torchdrop.drop_path(x, RATE)
+        ops["torchdrop (key=)"] = lambda x: torchdrop.drop_path(x, RATE, key=key)
         torchvision = load(peers.torchvision_stochastic_depth)
         if torchvision is not None:
             ops["torchvision"] = lambda x: torchvision.stochastic_depth(x, RATE, "row")
@@ -149,6 +158,7 @@ def torch_candidates(case: Case, backward: bool):
 COLUMNS = [
     "jaxdrop",
     "torchdrop",
+    "torchdrop (key=)",
     "torchvision",
     "timm",
     "flax Dropout",
@@ -192,6 +202,7 @@ def main() -> None:
                     ratio(times, "jaxdrop", "copy (jax)"),
                     ratio(times, "torchdrop", peer),
                     ratio(times, "torchdrop", "copy (torch)"),
+                    ratio(times, "torchdrop (key=)", "torchdrop"),
                 ]
             )
             print(f"  done: {case.label} {'fwd+bwd' if backward else 'fwd'}", flush=True)
@@ -204,6 +215,7 @@ def main() -> None:
         "jax/copy",
         "torch/peer",
         "torch/copy",
+        "key/gen",
     ]
     print()
     print(markdown_table(header, rows))

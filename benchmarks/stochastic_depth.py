@@ -13,6 +13,9 @@ the same model with the same rates, as a jitted gradient step:
    where skipping must be at least 1.8x faster than masking (2x ideal); (b) rates rising
    linearly to 0.5 with random keys, against the expected saving: the mean drop rate is the
    expected fraction of branch compute skipped (28% for ``depth_rates(0.5, 8)``).
+3. The same half-dropped comparison with 3x3 convolution branches (batch 32, 16x16x32): on
+   XLA:CPU a convolution's weight gradient inside a conditional misses the fast path it gets
+   at top level (jax#12868), so skipping loses there; accelerators need their own measurement.
 
 Each timing is the median over runs interleaved A, B, A, B, ... after warm-up (the shared
 ``benchmarks/_harness.py``), so that drifts in machine load hit both sides alike; a run is a
@@ -40,8 +43,6 @@ from _harness import interleaved, machine_line, markdown_table, quiet_allocator
 if __name__ == "__main__":
     quiet_allocator()  # glibc reads its settings at start-up: before jax is imported.
 
-# Run from a checkout too: import the jaxdrop next to this script, installed or not.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
 import dataclasses
@@ -262,6 +263,35 @@ def functional_rows(plan: Plan, depth_rates) -> list[list]:
     ]
 
 
+def conv_rows(plan: Plan) -> list[list]:
+    """The same half-dropped comparison with 3x3 convolution branches, where XLA:CPU runs a
+    convolution's weight gradient inside a conditional without its fast path (jax#12868)."""
+    x = _normal(0, (32, 16, 16, 32))
+    kernels = [_normal(10 + b, (3, 3, 32, 32)) * 0.05 for b in range(4)]
+    keep = jnp.asarray([True, False, True, False])
+
+    def conv(h, kernel):
+        return jax.lax.conv_general_dilated(
+            h, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def step(mode):
+        def loss(kernels, x, keep):
+            h = x
+            for b, kernel in enumerate(kernels):
+                branch = lambda t, kernel=kernel: jax.nn.relu(conv(t, kernel))
+                keep_b = keep[b] if mode == "batch" else jnp.broadcast_to(keep[b], (x.shape[0],))
+                h = h + jaxdrop.stochastic_depth(branch, h, 0.5, keep=keep_b, mode=mode)
+            return jnp.sum(h**2)
+
+        return jax.jit(jax.grad(loss))
+
+    data = [(kernels, x, keep)] * plan.fixed_steps
+    runs = {mode: _runner(step(mode), data) for mode in ("batch", "row")}
+    note = "XLA:CPU: conv gradients inside cond lose their fast path"
+    return [compare("conv grad step, keep: half dropped", runs, plan, plan.fixed_steps, note)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (about a minute)")
@@ -274,7 +304,8 @@ def main() -> int:
     )
     functional = functional_rows(plan, depth_rates)
     header = ["step", "batch mode (skip) ms", "row mode (mask) ms", "speed-up", "note"]
-    print(markdown_table(header, linen_rows(plan, depth_rates) + functional))
+    rows = linen_rows(plan, depth_rates) + functional + conv_rows(plan)
+    print(markdown_table(header, rows))
     fixed = functional[0][2] / functional[0][1]
     verdict = "meets" if fixed >= 1.8 else "MISSES"
     print(f"\nskipping half of the branches is {fixed:.2f}x faster than masking: {verdict} 1.8x")

@@ -212,8 +212,8 @@ def check_broadcastable(name: str, shape, target) -> None:
         raise ValueError(f"`{name}` must broadcast to the shape of `x` {target}, got {shape}.")
 
 
-def check_one_source(source: str, given: str) -> None:
-    """Refuses a call that passes both a source of randomness and a pre-sampled draw."""
-    raise ValueError(
-        f"Pass either `{source}` or `{given}`, not both: `{given}` replaces the random draw."
-    )
+def check_one_source(source: str, given: str, reason: str | None = None) -> None:
+    """Refuses a call that passes two sources of one draw: by default a source of randomness
+    and the pre-sampled draw that replaces it; ``reason`` says why otherwise."""
+    reason = f"`{given}` replaces the random draw" if reason is None else reason
+    raise ValueError(f"Pass either `{source}` or `{given}`, not both: {reason}.")

@@ -55,6 +55,10 @@ def stochastic_depth(
     returned have the shape and dtype the branch would have returned. In "row" mode the branch
     always runs and each example is masked (DropPath semantics).
 
+    On XLA:CPU a convolution's weight gradient inside a conditional misses the fast path it gets
+    at top level (jax#12868): with convolution branches, batch mode is then far slower on CPU
+    (``benchmarks/stochastic_depth.py``); use "row" there. Matrix-product branches are fine.
+
     ``branch`` must be a pure function of ``x`` (closing over arrays is fine). A Flax module
     that updates mutable collections (BatchNorm statistics) cannot be skipped from outside
     Flax's lifted transforms, whose state would leak a tracer: wrap it in

@@ -408,6 +408,10 @@ class StochasticDepth(nn.Module):
     the ``cond`` becomes a select and both sides run (masking, no saving). "row" mode masks
     each example (DropPath semantics) and always computes the branch.
 
+    On XLA:CPU a convolution's weight gradient inside a conditional misses the fast path it gets
+    at top level (jax#12868): with convolution branches, batch mode is then far slower on CPU
+    (``benchmarks/stochastic_depth.py``); use "row" there. Matrix-product branches are fine.
+
     ``rate``: timm's ``drop_prob``, torchvision's ``p``, ``1 - p_l`` in the paper (TF
     ``keep_prob = 1 - rate``). :func:`jaxdrop.schedules.depth_rates` gives the paper's linear
     decay over blocks.

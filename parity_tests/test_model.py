@@ -1,7 +1,9 @@
 """Whole-model parity: a small ResNet with DropBlock, DropPath and stochastic depth, written once
 in Flax Linen over the jaxdrop functional ops and once in torch.nn over torchdrop, with the
-same weights and the same injected draws, gives the same logits, parameter gradients and
-BatchNorm statistics in training (branch kept and dropped) and evaluation."""
+same weights gives the same logits, parameter gradients and BatchNorm statistics in training
+(branch kept and dropped) and evaluation: with the same injected draws, and with no injected
+draws at all, each framework drawing from one integer seed (layer ``i``'s key is
+``fold_in(key(seed), i)`` in both)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 import jaxdrop
 import torchdrop
 from parity_tests import helpers
-from parity_tests.tolerances import assert_close
+from parity_tests.tolerances import TOLERANCES, assert_close, relative_error
 
 BATCH, SIZE, CLASSES = 4, 16, 10
 MOMENTUM, EPS = 0.1, 1e-5  # BatchNorm, in torch's convention (Flax's momentum is 1 - 0.1).
@@ -26,8 +28,9 @@ class FlaxNet(nn.Module):
     DropPath on its branch -> DropBlock (even, shared, full, per-example) -> head."""
 
     @nn.compact
-    def __call__(self, x, draws, train: bool):
+    def __call__(self, x, draws, train: bool, keys=None):
         det = not train
+        keys = keys or {}
 
         def conv(features, k, stride, name):
             pad = [(k // 2, k // 2)] * 2
@@ -44,17 +47,23 @@ class FlaxNet(nn.Module):
         first, second = conv(8, 3, 1, "b1_conv1"), conv(8, 3, 1, "b1_conv2")
         branch = lambda h: second(nn.relu(first(h)))
         x = nn.relu(
-            x + jaxdrop.stochastic_depth(branch, x, 0.3, keep=draws.get("sd"), deterministic=det)
+            x
+            + jaxdrop.stochastic_depth(
+                branch, x, 0.3, key=keys.get("sd"), keep=draws.get("sd"), deterministic=det
+            )
         )
-        x = jaxdrop.drop_block(x, 0.2, 3, seeds=draws.get("db1"), deterministic=det)
+        x = jaxdrop.drop_block(
+            x, 0.2, 3, key=keys.get("db1"), seeds=draws.get("db1"), deterministic=det
+        )
         h = nn.relu(bn("b2_bn1")(conv(16, 3, 2, "b2_conv1")(x)))
         h = bn("b2_bn2")(conv(16, 3, 1, "b2_conv2")(h))
-        h = jaxdrop.drop_path(h, 0.25, keep=draws.get("dp"), deterministic=det)
+        h = jaxdrop.drop_path(h, 0.25, key=keys.get("dp"), keep=draws.get("dp"), deterministic=det)
         x = nn.relu(h + conv(16, 1, 2, "b2_proj")(x))
         x = jaxdrop.drop_block(
             x,
             0.3,
             2,
+            key=keys.get("db2"),
             seeds=draws.get("db2"),
             share_channels=True,
             seed_region="full",
@@ -88,16 +97,16 @@ class TorchNet(torch.nn.Module):
         )
         self.head = torch.nn.Linear(16, CLASSES)
 
-    def forward(self, x, draws):
-        relu = torch.relu
+    def forward(self, x, draws, keys=None):
+        relu, keys = torch.relu, keys or {}
         x = relu(self.stem_bn(self.stem_conv(x)))
         sd = torchdrop.stochastic_depth(
-            self.b1, x, 0.3, keep=draws.get("sd"), training=self.training
+            self.b1, x, 0.3, key=keys.get("sd"), keep=draws.get("sd"), training=self.training
         )
-        x = self.db1(relu(x + sd), seeds=draws.get("db1"))
+        x = self.db1(relu(x + sd), key=keys.get("db1"), seeds=draws.get("db1"))
         h = relu(self.b2_bn1(self.b2_conv1(x)))
-        h = self.dp(self.b2_bn2(self.b2_conv2(h)), keep=draws.get("dp"))
-        x = self.db2(relu(h + self.b2_proj(x)), seeds=draws.get("db2"))
+        h = self.dp(self.b2_bn2(self.b2_conv2(h)), key=keys.get("dp"), keep=draws.get("dp"))
+        x = self.db2(relu(h + self.b2_proj(x)), key=keys.get("db2"), seeds=draws.get("db2"))
         return self.head(x.mean(dim=(2, 3)))
 
 
@@ -189,51 +198,90 @@ def setup():
     return x, cotangent, flax_model, variables, torch_model
 
 
+LAYERS = ("sd", "db1", "dp", "db2")  # Layer i draws from fold_in(key(seed), i).
+SEEDS = {"dropped": 0, "kept": 3}  # Stochastic depth drops the branch for seed 0, not for 3.
+
+
 @pytest.mark.parametrize("mode", ["train-kept", "train-dropped", "eval"])
 def test_model(setup, mode):
-    x, cotangent, flax_model, variables, torch_model = setup
     train = mode != "eval"
     draws = _draws(np.random.default_rng(1), keep_branch=mode != "train-dropped")
-    if not train:
-        draws = {}
+    errors = _check(setup, train, draws if train else {}, skipped=mode == "train-dropped")
+    print(f"{mode}: {errors}")
+
+
+@pytest.mark.parametrize("outcome", sorted(SEEDS))
+def test_model_from_one_seed(setup, outcome):
+    """Training mode with no injected draws: every layer draws from its own key, derived from
+    one integer seed by JAX in one framework and by torchdrop.random in the other."""
+    seed = SEEDS[outcome]
+    jax_keys = {name: jax.random.fold_in(jax.random.key(seed), i) for i, name in enumerate(LAYERS)}
+    torch_keys = {
+        name: torchdrop.random.fold_in(torchdrop.random.key(seed), i)
+        for i, name in enumerate(LAYERS)
+    }
+    for name in LAYERS:
+        assert torch_keys[name] == tuple(int(w) for w in jax.random.key_data(jax_keys[name]))
+    errors = _check(setup, True, {}, keys=(jax_keys, torch_keys), skipped=outcome == "dropped")
+    print(f"seed {seed} ({outcome} branch): {errors}")
+
+
+def _errors(actual, expected) -> tuple[float, float]:
+    """The largest absolute error, and the largest relative one above the absolute tolerance."""
+    _, atol = TOLERANCES["float32 model"]["output"]
+    absolute = float(np.max(np.abs(actual - expected)))
+    return absolute, relative_error(actual, expected, atol)
+
+
+def _check(setup, train, draws, *, skipped, keys=None):
+    """Runs both models on ``draws`` (or, with ``keys`` = (JAX keys, torch keys), drawing from
+    the keys), compares logits, parameter gradients and BatchNorm statistics, and returns the
+    largest (absolute, relative) errors of the logits and of the gradients."""
+    x, cotangent, flax_model, variables, torch_model = setup
+    jax_keys, torch_keys = keys or ({}, {})
 
     # The stochastic-depth keep stays a concrete constant (closed over, not traced), so that
     # jaxdrop takes its Python branch: a traced keep would call the Flax branch inside
-    # lax.cond. The other draws are traced arguments of the jitted gradient.
+    # lax.cond. The other draws are traced arguments of the jitted gradient. Drawn from a key,
+    # the keep is concrete only outside jit: the keyed run differentiates without jit.
     jax_draws = _jax_draws(draws)
     branch_keep = jax_draws.pop("sd", None)
 
-    @jax.jit
-    def value_and_grad(params, batch_stats, x, traced_draws):
+    def value_and_grad(params, batch_stats, x, traced_draws, keys):
         def loss(params):
             logits, updates = flax_model.apply(
                 {"params": params, "batch_stats": batch_stats},
                 x,
-                {**traced_draws, "sd": branch_keep} if train else {},
+                {**traced_draws, "sd": branch_keep} if draws else {},
                 train=train,
+                keys=keys,
                 mutable=["batch_stats"],
             )
             return jnp.sum(logits * cotangent), (logits, updates)
 
         return jax.grad(loss, has_aux=True)(params)
 
-    grads_j, (logits_j, updates_j) = value_and_grad(
+    grads_j, (logits_j, updates_j) = (value_and_grad if keys else jax.jit(value_and_grad))(
         variables["params"],
         variables["batch_stats"],
         jnp.asarray(helpers.to_jax_layout(x)),
         jax_draws,
+        jax_keys,
     )
 
     model = torch_model.train(train)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.zero_grad(set_to_none=True)
-    logits_t = model(torch.from_numpy(x), {k: torch.from_numpy(v) for k, v in draws.items()})
+    logits_t = model(
+        torch.from_numpy(x), {k: torch.from_numpy(v) for k, v in draws.items()}, torch_keys
+    )
     logits_t.backward(torch.from_numpy(cotangent))
     named = dict(model.named_parameters())
 
     assert_close(
         logits_t.detach().numpy(), np.asarray(logits_j), "float32 model", "output", "logits"
     )
+    errors = {"logits": _errors(logits_t.detach().numpy(), np.asarray(logits_j)), "grads": (0, 0)}
     for flax_path, torch_name, move in _pairs():
         grad_j = _get(grads_j, flax_path)
         grad_t = named[torch_name].grad
@@ -241,8 +289,9 @@ def test_model(setup, mode):
         grad_t = (
             np.zeros_like(move(grad_j) if move else grad_j) if grad_t is None else grad_t.numpy()
         )
-        assert_close(grad_t, move(grad_j) if move else grad_j, "float32 model", "grad", torch_name)
-    skipped = mode == "train-dropped"
+        grad_j = move(grad_j) if move else grad_j
+        assert_close(grad_t, grad_j, "float32 model", "grad", torch_name)
+        errors["grads"] = tuple(map(max, errors["grads"], _errors(grad_t, grad_j)))
     assert (named["b1.0.weight"].grad is None) == skipped
     assert np.any(_get(grads_j, "b1_conv1/kernel") != 0) != skipped
 
@@ -266,3 +315,4 @@ def test_model(setup, mode):
         if not train:
             np.testing.assert_array_equal(mean_t, old_mean)
     model.load_state_dict(state)  # The next mode starts from the same statistics.
+    return errors

@@ -5,7 +5,10 @@ channels-first layout ``(N, C, *spatial)``: a ``generator`` (optional; PyTorch's
 default) replaces JAX's ``key`` and ``training`` replaces ``deterministic`` (``training=False``
 is ``deterministic=True``). The pre-sampled arguments (``seeds``, ``keep``, ``centers``,
 ``noise``) replace the draw exactly as in jaxdrop, so both packages give the same output and
-gradient for the same draw. ``rate`` is always the probability of dropping.
+gradient for the same draw. Every op also takes ``key=``, the raw data of a JAX key
+(``jax.random.key_data(k)``): it then draws, with ``torchdrop.random`` (JAX's threefry in pure
+torch), exactly the numbers the jaxdrop op draws with ``key=k``, so that training runs compare
+without injected draws. ``rate`` is always the probability of dropping.
 """
 
 from torchdrop import random, schedules

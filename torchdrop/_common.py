@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import dropspec
-from torchdrop import _draw
+from torchdrop import _draw, random
 
 FLOAT16_MAX = 65504.0
 
@@ -45,9 +45,21 @@ def as_input(x, kind: str = "spatial") -> torch.Tensor:
     return x
 
 
-def check_source(generator, presampled_name: str, presampled) -> None:
+def check_source(generator, presampled_name: str, presampled, key=None):
+    """Refuses two sources for one draw; returns ``key`` as ``(k1, k2)`` ints, or None.
+
+    ``key`` (JAX's numbers), ``generator`` (torch's) and the pre-sampled draw exclude each other.
+    A key is read by ``torchdrop.random.key_data``, whose messages say what a key may be.
+    """
+    if key is not None and generator is not None:
+        dropspec.check_one_source(
+            "key", "generator", "`key` draws jaxdrop's random numbers, `generator` torch's"
+        )
+    if key is not None and presampled is not None:
+        dropspec.check_one_source("key", presampled_name)
     if generator is not None and presampled is not None:
         dropspec.check_one_source("generator", presampled_name)
+    return None if key is None else random.key_data(key)
 
 
 def check_training(training) -> bool:

@@ -31,6 +31,7 @@ def cutout(
     x: torch.Tensor,
     size,
     *,
+    key=None,
     generator: torch.Generator | None = None,
     num_holes: int = 1,
     centers: torch.Tensor | None = None,
@@ -48,6 +49,10 @@ def cutout(
     Args:
       x: input of shape ``(N, C, *spatial)``, 1 to 3 spatial dims, any float dtype.
       size: the hole size, an int or one int per spatial dim, each >= 0 (0: no hole).
+      key: the raw data of a JAX key ``k``, ``jax.random.key_data(k)`` (a tuple of two ints, a
+        uint32 array or an integer tensor; see :func:`torchdrop.random.key_data`): the centres
+        are then exactly those ``jaxdrop.cutout`` draws with ``key=k``. Excludes ``generator``
+        and ``centers``; under ``torch.compile``, pass a tuple.
       generator: the source of the centres; None uses PyTorch's global generator.
       num_holes: holes per example, >= 1.
       centers: integer centres replacing the draw, shape ``(N, num_holes, n_spatial)``, or
@@ -71,7 +76,7 @@ def cutout(
     fill = dropspec.check_fill(fill)
     if not _common.check_training(training):
         return x
-    _common.check_source(generator, "centers", centers)
+    key = _common.check_source(generator, "centers", centers, key=key)
     spatial = tuple(x.shape[2:])
     expected = center_shape(x.shape[0], num_holes, len(spatial))
     if centers is not None:
@@ -80,6 +85,8 @@ def cutout(
         if num_holes == 1 and tuple(centers.shape) == expected[::2]:
             centers = centers[:, None, :]
         dropspec.check_shape("centers", centers.shape, expected, "one centre per example and hole")
+    elif key is not None:
+        centers = _draw.key_uniform_index(key, expected, spatial, device=x.device)
     else:
         centers = _draw.uniform_index(expected, spatial, generator=generator, device=x.device)
     hole = _hole_mask(centers.to(torch.int64), spatial, sizes)

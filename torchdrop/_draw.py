@@ -22,13 +22,13 @@ those of earlier versions for the same seed (the distribution and the resolution
   ``n / 2**31``.
 * :func:`uniform`: ``torch.rand`` in float32, 24 random bits in [0, 1).
 
-The seam for ``key=``: a later change adds a JAX key (the uint32 pair) as a second source,
-drawn with the threefry port in ``torchdrop.random`` so that a key gives the very mask jaxdrop
-draws. JAX draws in channels-last order, so each call site below already says where its shape
-keeps the channel axis (``channel_axis``; None when the shape is the same in both layouts, such
-as ``(N,)``, ``(N, C)`` or cutout's centres). The key path will draw the shape with that axis
-moved last and move it back with ``movedim(-1, channel_axis)``; the ops will not change.
-Generator draws ignore ``channel_axis``.
+The second source is a JAX key (the uint32 pair of ``jax.random.key_data(k)``): the ``key_*``
+functions draw with the threefry port in ``torchdrop.random``, so that a key gives the very
+numbers jaxdrop draws with ``key=k``. JAX draws in channels-last order, so each call site says
+where its shape keeps the channel axis (``channel_axis``; None when the shape is the same in
+both layouts, such as ``(N,)``, ``(N, C)`` or cutout's centres): the key path draws the shape
+with that axis moved last, as jaxdrop does, and moves it back with ``movedim(-1,
+channel_axis)``. Generator draws ignore ``channel_axis``.
 
 Under ``torch.compile`` a ``Generator`` cannot be traced (PyTorch 2.13): leave it None there,
 and note that compiled code draws from Inductor's own generator, so its numbers differ from
@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 import dropspec
+from torchdrop import random
 
 BITS = 31
 _HIGH = 1 << BITS
@@ -181,3 +182,54 @@ def uniform_index(shape, extent, *, generator=None, device=None) -> torch.Tensor
     draws = bits(shape, generator=generator, device=device).to(torch.int64)
     extent = torch.as_tensor(extent, dtype=torch.int64, device=device)
     return (draws * extent) >> BITS
+
+
+# --------------------------------------------------------------------------------------------
+# The key= path: jaxdrop's draws, bit for bit (torchdrop.random), in torch's layout.
+# --------------------------------------------------------------------------------------------
+
+
+def jax_shape(shape, channel_axis=None) -> tuple[int, ...]:
+    """The shape jaxdrop draws for torch's ``shape``: the channel axis, if any, moved last."""
+    shape = tuple(shape)
+    if channel_axis is None:
+        return shape
+    return (*shape[:channel_axis], *shape[channel_axis + 1 :], shape[channel_axis])
+
+
+def _torch_layout(draws: torch.Tensor, channel_axis) -> torch.Tensor:
+    return draws if channel_axis is None else draws.movedim(-1, channel_axis)
+
+
+def key_bernoulli(key, shape, p, *, device=None, channel_axis=None) -> torch.Tensor:
+    """``jaxdrop.random.bernoulli(key, p, jax_shape(shape, channel_axis))`` in torch's layout.
+
+    Args:
+      key: a threefry key as ``torchdrop.random.key_data`` returns it.
+      shape: the output shape (torch layout).
+      p: a Python float (its threshold converted in float64, as jaxdrop does for a Python
+        float) or a scalar tensor (in float32, clipped into [0, 1], as for a JAX array).
+      device: where to draw.
+      channel_axis: where ``shape`` keeps the channel axis (see the module docstring).
+
+    Returns:
+      A bool tensor of ``shape``, a view of the channels-last draw.
+    """
+    limits = random.threshold(p)
+    draws = random.below_threshold(key, limits, jax_shape(shape, channel_axis), device=device)
+    return _torch_layout(draws, channel_axis)
+
+
+def key_uniform(key, shape, *, device=None, channel_axis=None) -> torch.Tensor:
+    """``jax.random.uniform(key, jax_shape(shape, channel_axis))`` (float32, 23 random bits)
+    in torch's layout."""
+    draws = random.uniform(key, jax_shape(shape, channel_axis), device=device)
+    return _torch_layout(draws, channel_axis)
+
+
+def key_uniform_index(key, shape, extent, *, device=None) -> torch.Tensor:
+    """``jaxdrop.random.uniform_index(key, shape, extent)``, as int64; ``shape`` is the same
+    in both layouts (cutout's centres). ``extent``: ints broadcastable to ``shape``, each in
+    ``[1, 2**31)``, passed on as a tensor (which ``torch.compile`` traces)."""
+    extent = torch.as_tensor(extent, dtype=torch.int64, device=device)
+    return random.uniform_index(key, tuple(shape), extent, device=device)

@@ -318,6 +318,7 @@ def drop_block(
     rate,
     block_size,
     *,
+    key=None,
     generator: torch.Generator | None = None,
     seeds: torch.Tensor | None = None,
     training: bool = True,
@@ -344,6 +345,14 @@ def drop_block(
         into [0, 1] in-graph (schedules need no recompilation under ``torch.compile``).
       block_size: an int or one int per spatial dim, each >= 1 and clipped to the map; even
         sizes are allowed.
+      key: the raw data of a JAX key ``k``, ``jax.random.key_data(k)`` (a tuple of two ints, a
+        uint32 array or an integer tensor; see :func:`torchdrop.random.key_data`): the seeds are
+        then exactly those ``jaxdrop.drop_block`` draws with ``key=k``, drawn (by threefry, as
+        JAX) in its channels-last seed shape and moved to channels-first. Excludes
+        ``generator`` and ``seeds``; under ``torch.compile``, pass a tuple. One caveat: a
+        tensor rate with ``calibration="exact"`` solves gamma in float32 with torch's ``log``
+        and ``exp``, a few float32 ulps from XLA's, so a seed may differ where JAX's bits fall
+        between the two thresholds (measured: at most 512 counts in 2**32 apart).
       generator: the source of the seeds; None uses PyTorch's global generator.
       seeds: a boolean tensor of seed positions, shape ``drop_block_seed_shape(x.shape, ...)``,
         used instead of a random draw.
@@ -366,13 +375,15 @@ def drop_block(
     Returns:
       A tensor like ``x``. Masks and scales are computed in float32 whatever ``x``'s dtype; a
       float16 result saturates at +-65504 rather than overflowing. Seeds are drawn with 2**-31
-      resolution (see ``torchdrop._draw``).
+      resolution from a generator, 2**-32 from a key (see ``torchdrop._draw``).
 
     Under ``torch.compile`` the whole op is one graph. The spatial dims are specialised (a new
     map size recompiles; the batch dim may stay dynamic), and a Python ``rate`` is handled as
     a float32 tensor rate, because Dynamo may make a float symbolic: gamma is then solved in
     float32 in-graph (as for any tensor rate) rather than in float64 (a relative difference of
-    about 1e-7).
+    about 1e-7). With ``key=``, compiled code therefore draws the seeds jaxdrop draws for the
+    float32 array rate; against a Python rate in jaxdrop, a seed can differ only where JAX's
+    bits fall between the two thresholds (about 1e-7 of gamma apart).
 
     Example:
       >>> import torch
@@ -393,7 +404,7 @@ def drop_block(
     seed_shape = dropspec.seed_shape(x.shape, geometry, share_channels, channels_last=False)
     if not _common.check_training(training):
         return x
-    _common.check_source(generator, "seeds", seeds)
+    key = _common.check_source(generator, "seeds", seeds, key=key)
     if seeds is not None:
         seeds = torch.as_tensor(seeds, device=x.device)
         dropspec.check_bool_dtype("seeds", seeds.dtype)
@@ -401,6 +412,8 @@ def drop_block(
     elif rate_value == 0.0:
         return x
     gamma = _gamma(rate, rate_value, geometry, calibration, x.device)
+    if seeds is None and key is not None:
+        seeds = _draw.key_bernoulli(key, seed_shape, gamma, device=x.device, channel_axis=1)
     if seeds is None:
         seeds = _draw.bernoulli(
             seed_shape, gamma, generator=generator, device=x.device, channel_axis=1

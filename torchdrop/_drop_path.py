@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 import dropspec
-from torchdrop import _common
+from torchdrop import _common, _draw
 
 
 def drop_path(
     x: torch.Tensor,
     rate,
     *,
+    key=None,
     generator: torch.Generator | None = None,
     keep: torch.Tensor | None = None,
     mode: str = "row",
@@ -29,6 +30,10 @@ def drop_path(
     Args:
       x: the branch output, shape ``(N, ...)``, any rank >= 1, any float dtype.
       rate: drop probability in [0, 1], a Python float or a scalar tensor.
+      key: the raw data of a JAX key ``k``, ``jax.random.key_data(k)`` (a tuple of two ints, a
+        uint32 array or an integer tensor; see :func:`torchdrop.random.key_data`): ``keep`` is
+        then exactly what ``jaxdrop.drop_path`` draws with ``key=k``. Excludes ``generator``
+        and ``keep``; under ``torch.compile``, pass a tuple.
       generator: the source of the draw; None uses PyTorch's global generator.
       keep: bool tensor replacing the draw: shape ``(N,)`` for "row", ``()`` for "batch".
       mode: "row", one draw per example (axis 0); "batch", one draw for the whole batch.
@@ -52,7 +57,7 @@ def drop_path(
     keep_shape = dropspec.drop_path_keep_shape(x.shape, mode)
     if not _common.check_training(training):
         return x
-    _common.check_source(generator, "keep", keep)
+    key = _common.check_source(generator, "keep", keep, key=key)
     if keep is not None:
         keep = _common.check_keep(keep, keep_shape, f"for mode={mode!r}", x.device)
     elif rate_value == 0.0:
@@ -60,6 +65,8 @@ def drop_path(
     keep_prob = _common.keep_probability(rate, rate_value, x.device)
     scale = _common.inverse_keep(keep_prob) if scale_by_keep else 1.0
     axes = tuple(range(len(keep_shape)))
+    if keep is None and key is not None:
+        keep = _draw.key_bernoulli(key, keep_shape, keep_prob, device=x.device)
     return _common.drop_units(
         x, generator, keep, keep_prob, scale, keep_shape=keep_shape, keep_axes=axes
     )

@@ -4,7 +4,10 @@ Each module keeps its settings as plain attributes (``rate`` may be replaced bet
 schedule: under ``torch.compile`` use a tensor rate, whose value changes without recompiling)
 and an optional ``generator`` (None: PyTorch's global generator; leave it None under
 ``torch.compile``, which cannot trace a Generator). The pre-sampled draw of each op may be
-passed to ``forward`` as a keyword.
+passed to ``forward`` as a keyword, and so may ``key``, the raw data of a JAX key, with which
+the module draws exactly what the jaxdrop op draws with that key (see the functional ops).
+``StochasticDepth.forward`` passes its keywords on to the branch: call
+:func:`torchdrop.stochastic_depth` with ``key=`` there.
 """
 
 from __future__ import annotations
@@ -78,11 +81,14 @@ class DropBlock(nn.Module):
         self.eps = dropspec.check_eps(eps)
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, *, seeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, seeds: torch.Tensor | None = None, key=None
+    ) -> torch.Tensor:
         return drop_block(
             x,
             self.rate,
             self.block_size,
+            key=key,
             generator=self.generator,
             seeds=seeds,
             training=self.training,
@@ -136,10 +142,13 @@ class DropPath(nn.Module):
         self.scale_by_keep = dropspec.check_bool("scale_by_keep", scale_by_keep)
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, *, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, keep: torch.Tensor | None = None, key=None
+    ) -> torch.Tensor:
         return drop_path(
             x,
             self.rate,
+            key=key,
             generator=self.generator,
             keep=keep,
             mode=self.mode,
@@ -238,10 +247,13 @@ class SpatialDropout(nn.Module):
         self.scale_by_keep = dropspec.check_bool("scale_by_keep", scale_by_keep)
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, *, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, keep: torch.Tensor | None = None, key=None
+    ) -> torch.Tensor:
         return spatial_dropout(
             x,
             self.rate,
+            key=key,
             generator=self.generator,
             keep=keep,
             scale_by_keep=self.scale_by_keep,
@@ -273,8 +285,12 @@ class Uout(nn.Module):
         self.rate = rate
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, *, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return uout(x, self.rate, generator=self.generator, noise=noise, training=self.training)
+    def forward(
+        self, x: torch.Tensor, *, noise: torch.Tensor | None = None, key=None
+    ) -> torch.Tensor:
+        return uout(
+            x, self.rate, key=key, generator=self.generator, noise=noise, training=self.training
+        )
 
     def extra_repr(self) -> str:
         return f"rate={_shown(self.rate)}"
@@ -312,10 +328,13 @@ class Cutout(nn.Module):
         self.fill = dropspec.check_fill(fill)
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, *, centers: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, centers: torch.Tensor | None = None, key=None
+    ) -> torch.Tensor:
         return cutout(
             x,
             self.size,
+            key=key,
             generator=self.generator,
             num_holes=self.num_holes,
             centers=centers,

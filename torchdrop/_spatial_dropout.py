@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 import dropspec
-from torchdrop import _common
+from torchdrop import _common, _draw
 
 
 def spatial_dropout(
     x: torch.Tensor,
     rate,
     *,
+    key=None,
     generator: torch.Generator | None = None,
     keep: torch.Tensor | None = None,
     scale_by_keep: bool = True,
@@ -27,6 +28,11 @@ def spatial_dropout(
     Args:
       x: input of shape ``(N, C, *spatial)``, 1 to 3 spatial dims, any float dtype.
       rate: drop probability in [0, 1], a Python float or a scalar tensor.
+      key: the raw data of a JAX key ``k``, ``jax.random.key_data(k)`` (a tuple of two ints, a
+        uint32 array or an integer tensor; see :func:`torchdrop.random.key_data`): ``keep`` is
+        then exactly what ``jaxdrop.spatial_dropout`` draws with ``key=k`` (shape ``(N, C)`` in
+        both layouts). Excludes ``generator`` and ``keep``; under ``torch.compile``, pass a
+        tuple.
       generator: the source of the draw; None uses PyTorch's global generator.
       keep: bool tensor of shape ``(N, C)`` replacing the draw.
       scale_by_keep: divide kept channels by ``1 - rate`` (inverted dropout).
@@ -48,13 +54,15 @@ def spatial_dropout(
     keep_shape = (x.shape[0], x.shape[1])
     if not _common.check_training(training):
         return x
-    _common.check_source(generator, "keep", keep)
+    key = _common.check_source(generator, "keep", keep, key=key)
     if keep is not None:
         keep = _common.check_keep(keep, keep_shape, "one entry per example and channel", x.device)
     elif rate_value == 0.0:
         return x
     keep_prob = _common.keep_probability(rate, rate_value, x.device)
     scale = _common.inverse_keep(keep_prob) if scale_by_keep else 1.0
+    if keep is None and key is not None:
+        keep = _draw.key_bernoulli(key, keep_shape, keep_prob, device=x.device)
     return _common.drop_units(
         x, generator, keep, keep_prob, scale, keep_shape=keep_shape, keep_axes=(0, 1)
     )

@@ -127,6 +127,7 @@ def apply(
     kwargs: dict,
     rate,
     *,
+    key=None,
     generator: torch.Generator | None = None,
     keep: torch.Tensor | None = None,
     mode: str = "batch",
@@ -146,7 +147,7 @@ def apply(
         out = branch(*args, **kwargs)
         return _scaled(out, survival, true) if scaling == "test" else out
     keep_shape = (_batch_size(args),) if mode == "row" else ()
-    _common.check_source(generator, "keep", keep)
+    key = _common.check_source(generator, "keep", keep, key=key)
     compiling = _common.is_compiling()
     if keep is not None:
         keep = _common.check_keep(keep, keep_shape, f"for mode={mode!r}", device)
@@ -156,6 +157,8 @@ def apply(
         if compiling:
             return pytree.tree_map(torch.zeros_like, branch(*args, **kwargs))
         return _zeros_like_output(branch, args, kwargs, device)
+    elif key is not None:
+        keep = _draw.key_bernoulli(key, keep_shape, survival, device=device)
     else:
         keep = _draw.bernoulli(keep_shape, survival, generator=generator, device=device)
     scale = _common.inverse_keep(survival) if scaling == "inverted" else 1.0
@@ -173,6 +176,7 @@ def stochastic_depth(
     x,
     rate,
     *,
+    key=None,
     generator: torch.Generator | None = None,
     keep: torch.Tensor | None = None,
     mode: str = "batch",
@@ -202,6 +206,10 @@ def stochastic_depth(
         of tensors.
       x: the branch input: a tensor or pytree whose first leaf has the batch on axis 0.
       rate: drop probability in [0, 1], a Python float or a scalar tensor.
+      key: the raw data of a JAX key ``k``, ``jax.random.key_data(k)`` (a tuple of two ints, a
+        uint32 array or an integer tensor; see :func:`torchdrop.random.key_data`): ``keep`` is
+        then exactly what ``jaxdrop.stochastic_depth`` draws with ``key=k``. Excludes
+        ``generator`` and ``keep``; under ``torch.compile``, pass a tuple.
       generator: the source of the draw; None uses PyTorch's global generator.
       keep: bool tensor replacing the draw: ``()`` for "batch", ``(N,)`` for "row".
       mode: "batch" (one draw, the branch is skipped when dropped) or "row" (one per example).
@@ -226,6 +234,7 @@ def stochastic_depth(
         (x,),
         {},
         rate,
+        key=key,
         generator=generator,
         keep=keep,
         mode=mode,
