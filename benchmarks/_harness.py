@@ -38,6 +38,10 @@ def quiet_allocator() -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 
+# Seconds of idle time before each timed run (untimed).
+PAUSE_S = 0.01
+
+
 def synchronize(result) -> None:
     """Waits until ``result`` (a JAX pytree, a torch tensor or None) is computed."""
     if result is None:
@@ -63,6 +67,9 @@ def interleaved(
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
+            # Let the previous candidate's thread pool go idle: JAX's and torch's workers spin
+            # a while after each op, and would otherwise compete with the next one for cores.
+            time.sleep(PAUSE_S)
             start = time.perf_counter()
             synchronize(run())
             samples[name].append(time.perf_counter() - start)

@@ -81,9 +81,11 @@ def jax_candidates(case: Case, backward: bool):
 
     def compile_one(fn):
         if backward:
-            step = jax.jit(lambda x, k: jax.vjp(lambda x: fn(x, k), x)[1](cotangent))
-        else:
-            step = jax.jit(fn)
+            # The cotangent is an argument: a captured constant would be folded into the
+            # program (a constant times a scale needs no pass over memory).
+            step = jax.jit(lambda x, k, g: jax.vjp(lambda x: fn(x, k), x)[1](g))
+            return lambda: step(x, key, cotangent)
+        step = jax.jit(fn)
         return lambda: step(x, key)
 
     return {name: compile_one(fn) for name, fn in ops.items()}
