@@ -107,6 +107,19 @@ def _masked_scale_jvp(primals, tangents):
     return masked_scale(x, keep, scale), rescale(tangents[0], keep, scale, saturate=False)
 
 
+def materialize(mask) -> jax.Array:
+    """``mask`` (bool), computed once into a buffer of its own.
+
+    XLA fuses cheap elementwise producers into each consumer and recomputes them on every read:
+    a broadcast select over 64 channels would redo a seed map's window ORs 64 times per unit,
+    and each OR of shifted slices would redo the hash of the draw before it (on CPU, shared
+    DropBlock at 32x56x56x64 took 1.7x a copy that way). ``optimization_barrier`` does not stop
+    it on XLA:CPU; a reduction is never fused into its consumers, so an OR over a new axis of
+    two (the mask and False) is the barrier, at the cost of one pass over the mask.
+    """
+    return jnp.any(jnp.stack([mask, jnp.zeros_like(mask)], axis=-1), axis=-1)
+
+
 _WORDS_PER_SUM = 64  # byte lanes of a uint32 sum of 64 words hold at most 64: no carry.
 _BYTES_PER_SUM = 4 * _WORDS_PER_SUM
 

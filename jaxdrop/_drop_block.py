@@ -126,12 +126,17 @@ def _window_any(mask, axis: int, k: int):
     return mask
 
 
-def _expand_seeds(seeds, geometry: dropspec.BlockGeometry):
-    """The dropped units: every unit that some seed's block covers, as bool ``(N, *S, Cs)``."""
-    pads = [(0, 0)] * seeds.ndim
-    for axis, k in enumerate(geometry.block, start=1):
-        pads[axis] = dropspec.dilation_padding(k, geometry.seed_region)
-    dropped = jnp.pad(seeds, pads)
+def _seed_padding(geometry: dropspec.BlockGeometry) -> tuple[tuple[int, int], ...]:
+    """The border around the seeds (``(N, *seed_spatial, Cs)``) that :func:`_expand_seeds`
+    needs: ``dropspec.dilation_padding`` on each spatial axis."""
+    spatial = tuple(dropspec.dilation_padding(k, geometry.seed_region) for k in geometry.block)
+    return ((0, 0), *spatial, (0, 0))
+
+
+def _expand_seeds(padded_seeds, geometry: dropspec.BlockGeometry):
+    """The dropped units: every unit that some seed's block covers, as bool ``(N, *S, Cs)``,
+    from the seeds in their :func:`_seed_padding` border."""
+    dropped = padded_seeds
     for axis, k in enumerate(geometry.block, start=1):
         dropped = _window_any(dropped, axis, k)
     return dropped
@@ -151,10 +156,28 @@ def _normalizer(keep, keep_prob, normalize: str, eps: float):
     return _common.expand_to(scale, keep.ndim, (0,))
 
 
-def _keep_mask(key, seeds, probs, geometry, seed_shape):
-    if seeds is None:
-        seeds = random.below_threshold(key, (probs.threshold, probs.always), seed_shape)
-    return ~_expand_seeds(seeds, geometry)
+def _keep_mask(key, seeds, probs, geometry, seed_shape, channels: int):
+    """The bool keep mask ``(N, *S, Cs)`` from the seeds, drawn from ``key`` unless given.
+
+    A mask shared by ``channels > Cs`` channels is small next to ``x``: it is drawn into its
+    border in one vectorised pass and materialised before and after the expansion (see
+    ``_common.materialize``), so that neither the hash nor the ORs run once per channel. A
+    per-channel mask is as large as ``x``, where an extra pass over it costs more than the
+    recomputation it saves: there the draw is padded (XLA computes it once, behind the pad)
+    and the expansion fuses into the select.
+    """
+    padding = _seed_padding(geometry)
+    limits = (probs.threshold, probs.always)
+    shared = seed_shape[-1] < channels
+    if seeds is not None:
+        padded = jnp.pad(seeds, padding)
+    elif shared:
+        drawn = random._padded_below_threshold(key, limits, seed_shape, padding)
+        padded = _common.materialize(drawn)
+    else:
+        padded = jnp.pad(random.below_threshold(key, limits, seed_shape), padding)
+    dropped = _expand_seeds(padded, geometry)
+    return ~(_common.materialize(dropped) if shared else dropped)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
@@ -165,7 +188,7 @@ def _recomputed(x, key, probs, geometry, seed_shape, normalize, eps):
 
 
 def _recomputed_forward(x, key, probs, geometry, seed_shape, normalize, eps):
-    keep = _keep_mask(key, None, probs, geometry, seed_shape)
+    keep = _keep_mask(key, None, probs, geometry, seed_shape, x.shape[-1])
     scale = _normalizer(keep, probs.keep_prob, normalize, eps)
     return _common.masked_scale(x, keep, scale), (key, probs, scale)
 
@@ -174,7 +197,7 @@ def _recomputed_backward(geometry, seed_shape, normalize, eps, residuals, cotang
     key, probs, scale = residuals
 
     def redraw_and_rescale(cotangent):
-        keep = _keep_mask(key, None, probs, geometry, seed_shape)
+        keep = _keep_mask(key, None, probs, geometry, seed_shape, cotangent.shape[-1])
         return _common.rescale(cotangent, keep, scale, saturate=False)
 
     # XLA would merge the redraw with the forward's identical one, or hoist it to the start
@@ -196,7 +219,7 @@ _recomputed.defvjp(_recomputed_forward, _recomputed_backward)
 def _drop_block(x, key, seeds, probs, *, geometry, seed_shape, normalize, eps, recompute_mask):
     if recompute_mask and seeds is None:
         return _recomputed(x, key, probs, geometry, seed_shape, normalize, eps)
-    keep = _keep_mask(key, seeds, probs, geometry, seed_shape)
+    keep = _keep_mask(key, seeds, probs, geometry, seed_shape, x.shape[-1])
     scale = _normalizer(keep, probs.keep_prob, normalize, eps)
     return _common.masked_scale(x, keep, scale)
 

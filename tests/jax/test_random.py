@@ -35,6 +35,27 @@ def test_bits_under_jit_and_vmap_equal_jax_random():
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
 
 
+PADDINGS = [
+    ((0, 0), (3, 3), (3, 3), (0, 0)),
+    ((0, 0), (2, 1), (0, 4), (0, 0)),
+    ((1, 0), (0, 0), (6, 6), (2, 1)),
+]
+
+
+@pytest.mark.parametrize("key", [KEYS["key0"], KEYS["raw"], jax.random.key(5, impl="rbg")])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_padded_draw_equals_the_padded_draw(key, padding, p):
+    """The one-pass padded draw (DropBlock's shared seed maps) is the draw, then a pad."""
+    shape, limits = (3, 5, 4, 2), random.threshold(p)
+    want = jnp.pad(random.below_threshold(key, limits, shape), padding)
+    got = jax.jit(random._padded_below_threshold, static_argnums=(2, 3))(
+        key, limits, shape, padding
+    )
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert 0 < p < 1 or bool(got.any()) == (p == 1.0)
+
+
 def test_other_key_implementations_fall_back_to_jax_random():
     key = jax.random.key(5, impl="rbg")
     np.testing.assert_array_equal(
