@@ -9,6 +9,8 @@ def pytest_terminal_summary(terminalreporter):
     if not tolerances.WORST:
         return
     terminalreporter.section("parity: worst relative error observed")
-    for (row, kind), error in sorted(tolerances.WORST.items()):
+    for (comparison, row, kind), error in sorted(tolerances.WORST.items()):
         rtol, _ = tolerances.TOLERANCES[row][kind]
-        terminalreporter.write_line(f"{row:>14} {kind:<6} {error:.3g} (rtol {rtol:.3g})")
+        terminalreporter.write_line(
+            f"{comparison:>20} {row:>14} {kind:<6} {error:.3g} (rtol {rtol:.3g})"
+        )

@@ -63,7 +63,7 @@ def _compare(ours, theirs, dtype: str, what: str):
     ours, theirs = helpers.to_numpy(ours), helpers.to_numpy(theirs)
     np.testing.assert_array_equal(ours != 0, theirs != 0, err_msg=f"{what}: masks differ")
     assert (ours == 0).any() or "keep" in what, f"{what}: nothing dropped, a weak case"
-    assert_close(ours, theirs, dtype, "output", what)
+    assert_close(ours, theirs, dtype, "output", what, comparison="torchdrop vs peer")
 
 
 TORCHVISION_2D = [(8, 8, 3), (7, 10, 3), (9, 6, 5), (5, 5, 7), (6, 9, 1)]

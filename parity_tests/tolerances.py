@@ -25,8 +25,9 @@ TOLERANCES: dict[str, dict[str, tuple[float, float]]] = {
     "float32 model": {"output": (1e-4, 1e-5), "grad": (1e-4, 1e-5)},
 }
 
-# The worst relative error seen per row and kind in this session (printed by conftest.py).
-WORST: dict[tuple[str, str], float] = {}
+# The worst relative error seen per comparison, row and kind in this session (printed by
+# conftest.py): "jaxdrop vs torchdrop", or "torchdrop vs peer" for the oracle tests.
+WORST: dict[tuple[str, str, str], float] = {}
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 0.0) -> float:
@@ -41,7 +42,14 @@ def relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 0.0)
     return float(np.max(np.abs(a - e)[nonzero] / scale[nonzero]))
 
 
-def assert_close(actual, expected, row: str, kind: str = "output", what: str = "") -> None:
+def assert_close(
+    actual,
+    expected,
+    row: str,
+    kind: str = "output",
+    what: str = "",
+    comparison: str = "jaxdrop vs torchdrop",
+) -> None:
     """Asserts that ``actual`` matches ``expected`` within ``TOLERANCES[row][kind]``.
 
     Args:
@@ -49,6 +57,7 @@ def assert_close(actual, expected, row: str, kind: str = "output", what: str = "
       row: a key of ``TOLERANCES`` (the dtype name, or "float32 model").
       kind: "output" or "grad".
       what: a label for the failure message.
+      comparison: what is compared, for the summary of worst errors.
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -64,7 +73,8 @@ def assert_close(actual, expected, row: str, kind: str = "output", what: str = "
     a, e = actual[finite], expected[finite]
     excess = np.abs(a - e) - (atol + rtol * np.abs(e))
     error = relative_error(actual, expected, atol)
-    WORST[(row, kind)] = max(WORST.get((row, kind), 0.0), error)
+    entry = (comparison, row, kind)
+    WORST[entry] = max(WORST.get(entry, 0.0), error)
     if excess.size and excess.max() > 0:
         index = int(np.argmax(excess))
         raise AssertionError(
