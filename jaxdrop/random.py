@@ -73,6 +73,16 @@ def _threefry_key_data(key):
     return key
 
 
+def _fused_key_data(key, shape):
+    """The key's uint32 pair when the fused hash reproduces JAX's draw of ``shape`` (a threefry
+    key, the partitionable layout, fewer than 2**32 values); None when JAX must draw."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    data = _threefry_key_data(key)
+    if data is None or math.prod(shape) >= 2**32 or not jax.config.jax_threefry_partitionable:
+        return None
+    return data
+
+
 def _flat_index(shape):
     """``iota`` of the flattened shape, built per axis so that sharding propagates through it."""
     index = jnp.zeros(shape, jnp.uint32)
@@ -111,9 +121,8 @@ def _padded_below_threshold(key, limits, shape, padding) -> jax.Array:
     """
     shape = tuple(int(d) for d in shape)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    data = _threefry_key_data(key)
-    if data is None or math.prod(shape) >= 2**32 or not jax.config.jax_threefry_partitionable:
+    data = _fused_key_data(key, shape)
+    if data is None:
         return jnp.pad(below_threshold(key, limits, shape), padding)
     index, inside = _padded_flat_index(shape, padding)
     high, low = _threefry2x32(data[0], data[1], jnp.zeros(index.shape, jnp.uint32), index)
@@ -139,10 +148,9 @@ def bits(key, shape) -> jax.Array:
       True
     """
     shape = tuple(int(d) for d in shape)
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    data = _threefry_key_data(key)
-    if data is None or math.prod(shape) >= 2**32 or not jax.config.jax_threefry_partitionable:
-        return jax.random.bits(key, shape, jnp.uint32)
+    data = _fused_key_data(key, shape)
+    if data is None:
+        return jax.random.bits(jnp.asarray(key), shape, jnp.uint32)
     high, low = _threefry2x32(data[0], data[1], jnp.zeros(shape, jnp.uint32), _flat_index(shape))
     return high ^ low
 

@@ -45,7 +45,7 @@ PADDINGS = [
 @pytest.mark.parametrize("key", [KEYS["key0"], KEYS["raw"], jax.random.key(5, impl="rbg")])
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
-def test_padded_draw_equals_the_padded_draw(key, padding, p):
+def test_padded_draw_equals_the_draw_then_a_pad(key, padding, p):
     """The one-pass padded draw (DropBlock's shared seed maps) is the draw, then a pad."""
     shape, limits = (3, 5, 4, 2), random.threshold(p)
     want = jnp.pad(random.below_threshold(key, limits, shape), padding)
